@@ -230,6 +230,11 @@ int loopd_get_quota_per_user(LoopdClient *client, uint32_t *ret_quota);
  * ret_slot (nullable): unref the slot to cancel the call; the handler then
  * does not run. With NULL the call is floating and completes on its own.
  * A pending call keeps the client alive.
+ *
+ * Cancelling only stops waiting: a Create the daemon already received still
+ * attaches a device, which the caller then never hears of. Use
+ * bind_to_caller for devices that must not outlive an abandoned call, or find
+ * the device with loopd_list() afterwards.
  */
 typedef void (*loopd_create_handler_t)(LoopdClient *client, int r, LoopdDevice *device,
                                        int device_fd, void *userdata);
