@@ -1,0 +1,506 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/*
+ * Self-test of tests/lib/fixture: every other integration, security and
+ * stress test trusts it to start what it says, to make real unprivileged
+ * callers, and above all to leave nothing behind — no process, no loop
+ * device, no temp dir — whether the test ends well, aborts or hangs.
+ */
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <glib.h>
+#include <glib/gstdio.h>
+
+#include "fixture.h"
+
+static const char rules_nobody_may_create[] =
+        "polkit.addRule(function(action, subject) {\n"
+        "        if (action.id == \"org.loopd.create\" && subject.user == \"nobody\")\n"
+        "                return polkit.Result.YES;\n"
+        "});\n";
+
+static const char rules_nobody_may_not_create[] =
+        "polkit.addRule(function(action, subject) {\n"
+        "        if (action.id == \"org.loopd.create\" && subject.user == \"nobody\")\n"
+        "                return polkit.Result.NO;\n"
+        "});\n";
+
+/* The test process must have no child left at all, not even a zombie. */
+static void assert_no_children(void) {
+        int st;
+        pid_t r = waitpid(-1, &st, WNOHANG);
+        if (r != -1 || errno != ECHILD)
+                g_error("a child process outlived the fixture (waitpid: %d)", (int) r);
+}
+
+static gboolean pid_gone(pid_t pid) {
+        g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int) pid);
+        g_autofree char *text = NULL;
+        const char *p;
+
+        if (!g_file_get_contents(path, &text, NULL, NULL))
+                return TRUE;
+        p = strrchr(text, ')');
+        return p && (p[2] == 'Z' || p[2] == 'X');
+}
+
+static void assert_pid_goes(pid_t pid) {
+        for (int i = 0; i < 1000 && !pid_gone(pid); i++)
+                g_usleep(10000);
+        if (!pid_gone(pid))
+                g_error("process %d is still alive", (int) pid);
+}
+
+static char *backing_file_of(const char *dev) {
+        g_autofree char *path = g_strdup_printf("/sys/block/%s/loop/backing_file", dev + strlen("/dev/"));
+        char *text = NULL;
+        if (!g_file_get_contents(path, &text, NULL, NULL))
+                return NULL;
+        return g_strchomp(text);
+}
+
+static char *losetup_attach(const char *image) {
+        g_autofree char *out = NULL, *err = NULL;
+        g_autoptr(GError) error = NULL;
+        int status;
+
+        if (!g_spawn_sync(NULL, (char *[]) { "losetup", "--find", "--show", (char *) image, NULL }, NULL,
+                          G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status, &error))
+                g_error("losetup: %s", error->message);
+        if (!g_spawn_check_wait_status(status, &error))
+                g_error("losetup --find --show %s: %s (%s)", image, error->message, err);
+        return g_strdup(g_strstrip(out));
+}
+
+/* ---- the bus alone ------------------------------------------------------- */
+
+static void test_bus_only_comes_and_goes(void) {
+        g_autofree char *tmpdir = NULL;
+        g_auto(LoopdRunResult) r = { 0 };
+        LoopdFixture *f = loopd_fixture_new(NULL);
+        struct stat st;
+
+        if (f->skipped) {
+                loopd_fixture_free(f);
+                return;
+        }
+        tmpdir = g_strdup(f->tmpdir);
+
+        /* Other uids must reach the socket and the images. */
+        g_assert_cmpint(stat(f->tmpdir, &st), ==, 0);
+        g_assert_cmpint(st.st_mode & 07777, ==, 0755);
+        g_assert_cmpint(stat(f->image_dir, &st), ==, 0);
+        g_assert_cmpint(st.st_mode & 07777, ==, 0755);
+        g_assert_cmpstr(g_getenv("DBUS_SYSTEM_BUS_ADDRESS"), ==, f->bus_address);
+        g_assert_false(g_dbus_connection_is_closed(f->bus));
+
+        /* An unprivileged uid connects to it, through sd-bus. */
+        loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "connect", NULL);
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_cmpstr(r.fields[0], ==, "ok");
+        g_assert_true(g_str_has_prefix(r.fields[1], ":1."));
+
+        /* Nobody owns loopd's name: a call is an error from the bus,
+         * printed in the documented format. */
+        loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "remove", "loop0", NULL);
+        g_assert_cmpint(r.status, ==, 1);
+        g_assert_cmpstr(r.fields[0], ==, "error");
+        g_assert_cmpstr(r.fields[1], ==, "org.freedesktop.DBus.Error.ServiceUnknown");
+
+        loopd_fixture_free(f);
+        g_assert_false(g_file_test(tmpdir, G_FILE_TEST_EXISTS));
+        g_assert_null(g_getenv("DBUS_SYSTEM_BUS_ADDRESS"));
+        assert_no_children();
+}
+
+static void test_run_as_is_a_real_unprivileged_caller(void) {
+        g_autoptr(LoopdFixture) f = loopd_fixture_new(NULL);
+        g_auto(LoopdRunResult) r = { 0 };
+
+        if (f->skipped)
+                return;
+
+        loopd_fixture_run_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY,
+                             (const char *const[]) { "sh", "-c", "id -ru; id -u; id -rg; id -G; echo $DBUS_SYSTEM_BUS_ADDRESS", NULL },
+                             &r);
+        g_assert_cmpint(r.status, ==, 0);
+        {
+                g_autofree char *expect = g_strdup_printf("65534\n65534\n65534\n65534\n%s\n", f->bus_address);
+                g_assert_cmpstr(r.out, ==, expect);
+        }
+
+        loopd_fixture_run_as_full(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, "100", "hello",
+                                  (const char *const[]) { "sh", "-c", "id -G; cat; echo oops >&2; exit 3", NULL }, &r);
+        g_assert_cmpint(r.status, ==, 3);
+        g_assert_cmpstr(r.out, ==, "65534 100\nhello");
+        g_assert_cmpstr(r.err, ==, "oops\n");
+
+        loopd_fixture_run_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY,
+                             (const char *const[]) { "sh", "-c", "kill -9 $$", NULL }, &r);
+        g_assert_cmpint(r.status, ==, 128 + SIGKILL);
+
+        /* Usage errors of the test caller are exit 2, "error local". */
+        loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "create", "/nonexistent", NULL);
+        g_assert_cmpint(r.status, ==, 2);
+        g_assert_cmpstr(r.fields[0], ==, "error");
+        g_assert_cmpstr(r.fields[1], ==, "local");
+        loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "create", "/dev/null", "--opt", "x=q:1",
+                              NULL);
+        g_assert_cmpint(r.status, ==, 2);
+}
+
+static void test_held_caller_lets_go_on_eof(void) {
+        g_autoptr(LoopdFixture) f = loopd_fixture_new(NULL);
+        g_autoptr(LoopdCaller) c = NULL;
+        g_autofree char *line = NULL;
+
+        if (f->skipped)
+                return;
+
+        c = loopd_fixture_spawn_caller_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, "connect", "--hold", NULL);
+        line = loopd_caller_read_line(c);
+        g_assert_nonnull(line);
+        g_assert_true(g_str_has_prefix(line, "ok :1."));
+        g_assert_true(loopd_fixture_wait_name(f, line + 3, TRUE, 0));
+
+        loopd_caller_close_stdin(c);
+        g_assert_cmpint(loopd_caller_wait(c), ==, 0);
+        g_assert_true(loopd_fixture_wait_name(f, line + 3, FALSE, 5));
+}
+
+/* ---- images and loop devices --------------------------------------------- */
+
+static void test_images_and_leaked_loops_are_cleaned(void) {
+        LoopdFixture *f = loopd_fixture_new(NULL);
+        g_autofree char *img = NULL, *dev = NULL, *backing = NULL, *tmpdir = NULL;
+        g_autoptr(GPtrArray) loops = NULL;
+        struct stat st;
+
+        if (f->skipped) {
+                loopd_fixture_free(f);
+                return;
+        }
+        tmpdir = g_strdup(f->tmpdir);
+
+        img = loopd_fixture_make_image(f, "disk.img", 1 << 20, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, 0600);
+        g_assert_cmpint(stat(img, &st), ==, 0);
+        g_assert_cmpint(st.st_size, ==, 1 << 20);
+        g_assert_cmpint(st.st_uid, ==, LOOPD_TEST_NOBODY);
+        g_assert_cmpint(st.st_mode & 07777, ==, 0600);
+        g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
+
+        /* A device the test "forgot": teardown must detach it. */
+        dev = losetup_attach(img);
+        loops = loopd_fixture_list_loops(f);
+        g_assert_cmpuint(loops->len, ==, 1);
+        g_assert_cmpstr(loops->pdata[0], ==, dev);
+
+        loopd_fixture_free(f);
+        backing = backing_file_of(dev);
+        g_assert_true(backing == NULL || !g_str_has_prefix(backing, tmpdir));
+        g_assert_false(g_file_test(tmpdir, G_FILE_TEST_EXISTS));
+        assert_no_children();
+}
+
+/* ---- polkitd ----------------------------------------------------------- */
+
+static void test_polkit_answers_by_the_rules(void) {
+        static const LoopdFixtureOptions opts = {
+                .start_polkit = TRUE,
+                .polkit_rules = rules_nobody_may_create,
+        };
+        LoopdFixture *f = loopd_fixture_new(&opts);
+        g_autoptr(LoopdCaller) nobody = NULL, daemon_user = NULL;
+        g_autofree char *nobody_line = NULL, *daemon_line = NULL, *tmpdir = NULL;
+        g_autoptr(GError) error = NULL;
+        gboolean challenge = FALSE;
+        pid_t polkitd;
+
+        if (f->skipped) {
+                loopd_fixture_free(f);
+                return;
+        }
+        tmpdir = g_strdup(f->tmpdir);
+        polkitd = loopd_fixture_polkitd_pid(f);
+        g_assert_cmpint(polkitd, >, 0);
+
+        /* Subjects as loopd will ask: system-bus-name of the caller. */
+        nobody = loopd_fixture_spawn_caller_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, "connect", "--hold", NULL);
+        nobody_line = loopd_caller_read_line(nobody);
+        g_assert_true(g_str_has_prefix(nobody_line, "ok "));
+        daemon_user = loopd_fixture_spawn_caller_as(f, 1, 1, "connect", "--hold", NULL);
+        daemon_line = loopd_caller_read_line(daemon_user);
+        g_assert_true(g_str_has_prefix(daemon_line, "ok "));
+
+        /* The rule says yes for nobody... */
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.create", &challenge, 10000, &error),
+                        ==, TRUE);
+        g_assert_no_error(error);
+        g_assert_false(challenge);
+        /* ...the action's allow_any (auth_admin) answers for uid 1 (no
+         * logind here: nobody is local or active)... */
+        g_assert_cmpint(loopd_fixture_polkit_check(f, daemon_line + 3, "org.loopd.create", &challenge, 10000, &error),
+                        ==, FALSE);
+        g_assert_no_error(error);
+        g_assert_true(challenge);
+        /* ...and manage-others is admin-only for everyone. */
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.manage-others", &challenge, 10000,
+                                                   &error),
+                        ==, FALSE);
+        g_assert_no_error(error);
+        g_assert_true(challenge);
+        /* An action the policy does not declare is an error. */
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.no-such-action", NULL, 10000, &error),
+                        ==, -1);
+        g_assert_nonnull(error);
+        g_clear_error(&error);
+
+        /* New rules take effect before set_polkit_rules returns. */
+        loopd_fixture_set_polkit_rules(f, rules_nobody_may_not_create);
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.create", &challenge, 10000, &error),
+                        ==, FALSE);
+        g_assert_no_error(error);
+        g_assert_false(challenge);
+        loopd_fixture_set_polkit_rules(f, NULL);
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.create", &challenge, 10000, &error),
+                        ==, FALSE);
+        g_assert_true(challenge);
+
+        /* Hung: it keeps its name and answers nothing. */
+        loopd_fixture_hang_polkit(f);
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.create", NULL, 300, &error), ==, -1);
+        g_assert_error(error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT);
+        g_clear_error(&error);
+        g_assert_true(loopd_fixture_wait_name(f, LOOPD_POLKIT_BUS_NAME, TRUE, 0));
+        loopd_fixture_resume_polkit(f);
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.create", NULL, 10000, &error), ==,
+                        FALSE);
+        g_assert_no_error(error);
+
+        /* Stopped: gone from the bus, and a hung one is stopped as well. */
+        loopd_fixture_hang_polkit(f);
+        loopd_fixture_stop_polkit(f);
+        g_assert_true(loopd_fixture_wait_name(f, LOOPD_POLKIT_BUS_NAME, FALSE, 0));
+        assert_pid_goes(polkitd);
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.create", NULL, 10000, &error), ==, -1);
+        g_assert_error(error, G_DBUS_ERROR, G_DBUS_ERROR_SERVICE_UNKNOWN);
+        g_clear_error(&error);
+
+        /* And it can come back. */
+        g_assert_true(loopd_fixture_start_polkit(f, rules_nobody_may_create));
+        polkitd = loopd_fixture_polkitd_pid(f);
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.create", NULL, 10000, &error), ==,
+                        TRUE);
+
+        g_clear_pointer(&nobody, loopd_caller_free);
+        g_clear_pointer(&daemon_user, loopd_caller_free);
+        loopd_fixture_free(f);
+        assert_pid_goes(polkitd);
+        g_assert_false(g_file_test(tmpdir, G_FILE_TEST_EXISTS));
+        assert_no_children();
+}
+
+/* ---- the crash path ----------------------------------------------------- */
+
+static char *crash_report_path(pid_t parent) {
+        return g_strdup_printf("/tmp/loopd-test-fixture-crash-%d.txt", (int) parent);
+}
+
+/* Runs in a subprocess: sets up everything, records it, then dies as
+ * LOOPD_TEST_CRASH_HOW says. */
+static void crash_subprocess(const char *how) {
+        static const LoopdFixtureOptions opts = {
+                .start_polkit = TRUE,
+                .polkit_rules = rules_nobody_may_create,
+        };
+        static const LoopdFixtureOptions watchdog_opts = { .watchdog_sec = 2 };
+        gboolean watchdog = strcmp(how, "watchdog") == 0;
+        LoopdFixture *f = loopd_fixture_new(watchdog ? &watchdog_opts : &opts);
+        g_autofree char *img = NULL, *dev = NULL, *report = NULL, *line = NULL, *path = NULL;
+        LoopdCaller *c;
+
+        g_assert_false(f->skipped);
+        img = loopd_fixture_make_image(f, "crash.img", 1 << 20, 0, 0, 0644);
+        dev = losetup_attach(img);
+        c = loopd_fixture_spawn_caller_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, "connect", "--hold", NULL);
+        line = loopd_caller_read_line(c);
+        g_assert_nonnull(line);
+
+        report = g_strdup_printf("%s\n%d\n%d\n%d\n%s\n", f->tmpdir, (int) loopd_fixture_polkitd_pid(f),
+                                 (int) loopd_caller_pid(c), (int) loopd_fixture_name_owner_pid(f, "org.freedesktop.DBus"),
+                                 dev);
+        path = crash_report_path(getppid());
+        g_assert_true(g_file_set_contents(path, report, -1, NULL));
+
+        if (strcmp(how, "assert") == 0)
+                g_assert_not_reached(); /* a failing g_assert: _exit(1) in a subprocess, abort() otherwise */
+        else if (strcmp(how, "abort") == 0)
+                abort();
+        else if (strcmp(how, "sigkill") == 0)
+                raise(SIGKILL);         /* meson's timeout, second try */
+        else if (strcmp(how, "sigterm") == 0)
+                raise(SIGTERM);         /* what meson's timeout does */
+        else if (watchdog)
+                for (;;)
+                        pause();        /* a hung test */
+        g_assert_not_reached();
+}
+
+static void check_crash_cleanup(const char *how) {
+        g_autofree char *path = crash_report_path(getpid());
+        g_autofree char *text = NULL, *backing = NULL;
+        g_auto(GStrv) lines = NULL;
+
+        if (g_test_subprocess()) {
+                crash_subprocess(how);
+                return;
+        }
+        if (geteuid() != 0) {
+                g_test_skip("needs root");
+                return;
+        }
+        g_unlink(path);
+        /* NULL: this same test, re-executed; it takes the branch above. */
+        g_test_trap_subprocess(NULL, 120 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_INHERIT_STDERR);
+        g_test_trap_assert_failed();
+
+        g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+        g_unlink(path);
+        lines = g_strsplit(text, "\n", 0);
+        g_assert_cmpuint(g_strv_length(lines), >=, 5);
+
+        /* tmpdir, polkitd (0 without), the held caller, dbus-daemon, loop
+         * device. After _exit() or SIGKILL the janitor cleans up, a moment
+         * after the process is gone. */
+        for (int i = 0; i < 500 && g_file_test(lines[0], G_FILE_TEST_EXISTS); i++)
+                g_usleep(10000);
+        g_assert_false(g_file_test(lines[0], G_FILE_TEST_EXISTS));
+        for (int i = 1; i <= 3; i++)
+                if (atoi(lines[i]) > 0)
+                        assert_pid_goes(atoi(lines[i]));
+        backing = backing_file_of(lines[4]);
+        g_assert_true(backing == NULL || !g_str_has_prefix(backing, lines[0]));
+}
+
+static void test_crash_on_assert_leaves_nothing(void) {
+        check_crash_cleanup("assert");
+}
+
+static void test_crash_on_abort_leaves_nothing(void) {
+        check_crash_cleanup("abort");
+}
+
+static void test_crash_on_sigkill_leaves_nothing(void) {
+        check_crash_cleanup("sigkill");
+}
+
+static void test_crash_on_sigterm_leaves_nothing(void) {
+        check_crash_cleanup("sigterm");
+}
+
+static void test_watchdog_kills_hung_test_and_cleans(void) {
+        check_crash_cleanup("watchdog");
+}
+
+/* ---- activation -------------------------------------------------------- */
+
+static void ping(LoopdFixture *f, const char *name) {
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GVariant) r = g_dbus_connection_call_sync(f->bus, name, "/", "org.freedesktop.DBus.Peer", "Ping",
+                                                            NULL, NULL, G_DBUS_CALL_FLAGS_NONE, 30000, NULL, &error);
+        g_assert_no_error(error);
+}
+
+/* The mechanism, with python3-dbusmock standing in for loopd. */
+static void test_activation_starts_service_from_servicedir(void) {
+        g_autoptr(LoopdFixture) f = loopd_fixture_new(NULL);
+        g_autofree char *setpriv = g_find_program_in_path("setpriv");
+        g_autofree char *exec = NULL;
+        pid_t pid;
+
+        if (f->skipped)
+                return;
+        if (system("/usr/bin/python3 -c 'import dbusmock' 2>/dev/null") != 0) {
+                g_test_skip("python3-dbusmock is not importable by /usr/bin/python3");
+                return;
+        }
+
+        exec = g_strdup_printf("%s --pdeathsig=KILL -- /usr/bin/python3 -m dbusmock --system %s %s %s", setpriv,
+                               LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE);
+        loopd_fixture_install_activation_exec(f, LOOPD_BUS_NAME, exec);
+        g_assert_cmpint(loopd_fixture_name_owner_pid(f, LOOPD_BUS_NAME), ==, 0);
+
+        ping(f, LOOPD_BUS_NAME);
+        pid = loopd_fixture_name_owner_pid(f, LOOPD_BUS_NAME);
+        g_assert_cmpint(pid, >, 0);
+        g_assert_cmpint(pid, !=, getpid());
+
+        g_assert_true(loopd_fixture_stop_name_owner(f, LOOPD_BUS_NAME));
+        assert_pid_goes(pid);
+        g_assert_false(loopd_fixture_stop_name_owner(f, LOOPD_BUS_NAME));
+}
+
+/* ---- loopd itself (skips until the daemon is built) -------------------------- */
+
+static void test_daemon_starts_restarts_and_stops_cleanly(LoopdFixture *f, gconstpointer data) {
+        pid_t first;
+
+        LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
+        first = loopd_fixture_daemon_pid(f);
+        g_assert_cmpint(first, >, 0);
+        g_assert_cmpint(loopd_fixture_name_owner_pid(f, LOOPD_BUS_NAME), ==, first);
+
+        loopd_fixture_kill_daemon(f);
+        g_assert_cmpint(loopd_fixture_daemon_pid(f), ==, 0);
+        g_assert_true(loopd_fixture_restart_daemon(f));
+        g_assert_cmpint(loopd_fixture_daemon_pid(f), !=, first);
+        g_assert_cmpint(loopd_fixture_name_owner_pid(f, LOOPD_BUS_NAME), ==, loopd_fixture_daemon_pid(f));
+
+        loopd_fixture_stop_daemon(f); /* asserts exit status 0 */
+        g_assert_true(loopd_fixture_wait_name(f, LOOPD_BUS_NAME, FALSE, 10));
+        g_assert_true(loopd_fixture_restart_daemon(f)); /* teardown stops it again */
+}
+
+static void test_daemon_activated_from_production_file(void) {
+        g_autoptr(LoopdFixture) f = loopd_fixture_new(NULL);
+        pid_t pid;
+
+        if (f->skipped || !loopd_fixture_install_activation(f, NULL))
+                return;
+        ping(f, LOOPD_BUS_NAME);
+        pid = loopd_fixture_name_owner_pid(f, LOOPD_BUS_NAME);
+        g_assert_cmpint(pid, >, 0);
+        g_assert_true(loopd_fixture_stop_name_owner(f, LOOPD_BUS_NAME));
+        assert_pid_goes(pid);
+}
+
+int main(int argc, char **argv) {
+        static const LoopdFixtureOptions daemon_opts = { .start_daemon = TRUE };
+
+        g_test_init(&argc, &argv, NULL);
+
+        g_test_add_func("/fixture/bus/comes-and-goes", test_bus_only_comes_and_goes);
+        g_test_add_func("/fixture/run-as/is-a-real-unprivileged-caller", test_run_as_is_a_real_unprivileged_caller);
+        g_test_add_func("/fixture/caller/held-caller-lets-go-on-eof", test_held_caller_lets_go_on_eof);
+        g_test_add_func("/fixture/loops/images-and-leaked-loops-are-cleaned", test_images_and_leaked_loops_are_cleaned);
+        g_test_add_func("/fixture/polkit/answers-by-the-rules", test_polkit_answers_by_the_rules);
+        g_test_add_func("/fixture/crash/assert", test_crash_on_assert_leaves_nothing);
+        g_test_add_func("/fixture/crash/abort", test_crash_on_abort_leaves_nothing);
+        g_test_add_func("/fixture/crash/sigkill", test_crash_on_sigkill_leaves_nothing);
+        g_test_add_func("/fixture/crash/sigterm", test_crash_on_sigterm_leaves_nothing);
+        g_test_add_func("/fixture/crash/watchdog", test_watchdog_kills_hung_test_and_cleans);
+        g_test_add_func("/fixture/activation/starts-service-from-servicedir",
+                        test_activation_starts_service_from_servicedir);
+        g_test_add("/fixture/daemon/starts-restarts-and-stops-cleanly", LoopdFixture, &daemon_opts,
+                   loopd_fixture_setup, test_daemon_starts_restarts_and_stops_cleanly, loopd_fixture_teardown);
+        g_test_add_func("/fixture/daemon/activated-from-production-file", test_daemon_activated_from_production_file);
+
+        return g_test_run();
+}

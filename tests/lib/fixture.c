@@ -1,0 +1,1813 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/*
+ * The integration fixture: see fixture.h for the contract. Two halves:
+ *
+ *   - the normal path, GLib-based, which asserts: loopd must exit 0 on
+ *     SIGTERM, the bus must accept the production policy, polkitd must load
+ *     the test's rules;
+ *   - the crash path (signal handlers, atexit), which uses only
+ *     async-signal-safe calls on a static registry of pids and temp dirs:
+ *     kill, waitpid, open/read/getdents64/ioctl/unlinkat. g_assert() aborts
+ *     without running teardown, and meson's timeout sends SIGTERM; either
+ *     way no dbus-daemon, polkitd, loopd or loop device may outlive the test.
+ */
+
+#include "fixture.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/loop.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <glib/gstdio.h>
+
+#ifndef LOOPD_DEFAULT_BUS_POLICY
+#error "meson defines LOOPD_DEFAULT_BUS_POLICY"
+#endif
+
+#define PROBE_ACTION "org.loopd.test.fixture-probe"
+#define PROBE_DETAIL "loopd.test.generation"
+#define RULES_FILE "50-loopd-test.rules"
+#define PROBE_RULES_FILE "00-loopd-test-fixture-probe.rules"
+
+#define fixture_fail(...)                                                               \
+        G_STMT_START {                                                                  \
+                g_autofree char *msg_ = g_strdup_printf(__VA_ARGS__);                   \
+                g_assertion_message(G_LOG_DOMAIN, __FILE__, __LINE__, G_STRFUNC, msg_); \
+        } G_STMT_END
+
+struct LoopdFixturePrivate {
+        int crash_slot;
+
+        pid_t bus_pid;
+
+        pid_t polkit_pid;     /* unshare, our child; polkitd dies with its namespace */
+        pid_t polkitd_pid;    /* polkitd as the host sees it, not our child */
+        guint64 polkitd_start;
+        pid_t probe_pid;      /* sleeps as nobody: the subject of the rules probe */
+        guint64 probe_start;
+        guint rules_generation;
+        char *actions_dir, *rules_dir, *empty_dir;
+
+        pid_t daemon_pid;
+        char **daemon_args; /* the test's extra arguments of the last start */
+        int notify_fd;
+        char *notify_path;
+        gboolean daemon_ready;
+        char *daemon_status;
+
+        GPtrArray *callers; /* LoopdCaller *, not owned */
+        pid_t janitor_pid;
+        int janitor_fd;
+        gboolean set_env;
+};
+
+struct LoopdCaller {
+        LoopdFixture *f;
+        pid_t pid;
+        int stdin_fd, stdout_fd;
+        GString *buf;
+        gboolean eof;
+        gboolean reaped;
+        int status;
+};
+
+/* ---- time and small helpers ------------------------------------------- */
+
+double loopd_test_timeout_scale(void) {
+        const char *s = g_getenv("LOOPD_TEST_TIMEOUT_SCALE");
+        double v = s ? g_ascii_strtod(s, NULL) : 1.0;
+        return v >= 1.0 ? v : 1.0;
+}
+
+static gint64 deadline_after(double sec) {
+        return g_get_monotonic_time() + (gint64) (sec * loopd_test_timeout_scale() * G_USEC_PER_SEC);
+}
+
+static gboolean past(gint64 deadline) {
+        return g_get_monotonic_time() >= deadline;
+}
+
+static int status_to_code(int st) {
+        if (WIFEXITED(st))
+                return WEXITSTATUS(st);
+        if (WIFSIGNALED(st))
+                return 128 + WTERMSIG(st);
+        return -1;
+}
+
+static char *describe_status(int st) {
+        if (WIFEXITED(st))
+                return g_strdup_printf("exit status %d", WEXITSTATUS(st));
+        if (WIFSIGNALED(st))
+                return g_strdup_printf("killed by signal %d (%s)%s", WTERMSIG(st), strsignal(WTERMSIG(st)),
+                                       WCOREDUMP(st) ? ", core dumped" : "");
+        return g_strdup_printf("wait status 0x%x", st);
+}
+
+/* Reaps @pid within @timeout_sec (scaled). TRUE and *status when reaped. */
+static gboolean wait_child(pid_t pid, double timeout_sec, int *status) {
+        gint64 deadline = deadline_after(timeout_sec);
+        gulong sleep_us = 1000;
+
+        for (;;) {
+                pid_t r = waitpid(pid, status, WNOHANG);
+                if (r == pid)
+                        return TRUE;
+                if (r < 0 && errno != EINTR) {
+                        *status = 0;
+                        return TRUE; /* not ours (any more): nothing to wait for */
+                }
+                if (past(deadline))
+                        return FALSE;
+                g_usleep(sleep_us);
+                sleep_us = MIN(sleep_us * 2, 20000);
+        }
+}
+
+/* SIGKILL and reap; for children whose exit status does not matter. */
+static void kill_child(pid_t pid) {
+        int st;
+        if (pid <= 0)
+                return;
+        (void) kill(pid, SIGKILL);
+        (void) waitpid(pid, &st, 0);
+}
+
+/* Field 22 of /proc/PID/stat: start time, to tell a pid from its reuse. */
+static guint64 proc_start_time(pid_t pid) {
+        g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int) pid);
+        g_autofree char *text = NULL;
+        const char *p;
+
+        if (!g_file_get_contents(path, &text, NULL, NULL))
+                return 0;
+        p = strrchr(text, ')'); /* comm may hold spaces and parentheses */
+        if (!p)
+                return 0;
+        /* After ") " come fields 3..; the start time is field 22. */
+        g_auto(GStrv) fields = g_strsplit(p + 2, " ", 0);
+        if (g_strv_length(fields) < 20)
+                return 0;
+        if (fields[0][0] == 'Z' || fields[0][0] == 'X')
+                return 0; /* dead */
+        return g_ascii_strtoull(fields[19], NULL, 10);
+}
+
+static gboolean pid_alive(pid_t pid, guint64 start_time) {
+        guint64 now = pid > 0 ? proc_start_time(pid) : 0;
+        return now != 0 && (start_time == 0 || now == start_time);
+}
+
+static void write_file_or_fail(const char *path, const char *contents, mode_t mode) {
+        g_autoptr(GError) error = NULL;
+        g_autofree char *tmp = g_strconcat(path, ".tmp", NULL);
+
+        /* Written beside and renamed, so polkitd's file monitor never reads
+         * half a rules file. */
+        if (!g_file_set_contents_full(tmp, contents, -1, G_FILE_SET_CONTENTS_NONE, (int) mode, &error))
+                fixture_fail("writing %s: %s", tmp, error->message);
+        if (chmod(tmp, mode) < 0 || rename(tmp, path) < 0)
+                fixture_fail("installing %s: %s", path, g_strerror(errno));
+}
+
+static char *find_program(const char *env, const char *const *candidates) {
+        const char *e = env ? g_getenv(env) : NULL;
+
+        if (e && *e)
+                return g_access(e, X_OK) == 0 ? g_strdup(e) : NULL;
+        for (; *candidates; candidates++) {
+                if ((*candidates)[0] == '/') {
+                        if (g_access(*candidates, X_OK) == 0)
+                                return g_strdup(*candidates);
+                } else {
+                        char *p = g_find_program_in_path(*candidates);
+                        if (p)
+                                return p;
+                }
+        }
+        return NULL;
+}
+
+static const char *env_or(const char *name, const char *fallback) {
+        const char *v = g_getenv(name);
+        return v && *v ? v : fallback;
+}
+
+/* ---- the crash path ----------------------------------------------------- */
+
+/*
+ * A static registry of what each live fixture owns. The signal handler
+ * reads it; the normal path writes it only while the handler cannot run on
+ * this thread at the same time (signals are delivered between statements,
+ * and every field is written before the pid it guards is published).
+ */
+#define CRASH_SLOTS 4
+#define CRASH_PIDS 64
+
+typedef struct CrashSlot {
+        volatile sig_atomic_t used;
+        char tmpdir[256];
+        volatile pid_t pids[CRASH_PIDS];
+        volatile sig_atomic_t is_child[CRASH_PIDS];
+} CrashSlot;
+
+static CrashSlot crash_slots[CRASH_SLOTS];
+static volatile sig_atomic_t crash_cleaning;
+static char watchdog_test_path[512];
+static struct sigaction old_actions[NSIG];
+
+static void crash_track(LoopdFixture *f, pid_t pid, gboolean is_child) {
+        CrashSlot *s = &crash_slots[f->priv->crash_slot];
+
+        for (size_t i = 0; i < CRASH_PIDS; i++)
+                if (s->pids[i] == 0) {
+                        s->is_child[i] = is_child;
+                        s->pids[i] = pid;
+                        return;
+                }
+        fixture_fail("more than %d live children in one fixture", CRASH_PIDS);
+}
+
+static void crash_untrack(LoopdFixture *f, pid_t pid) {
+        CrashSlot *s = &crash_slots[f->priv->crash_slot];
+
+        if (pid <= 0)
+                return;
+        for (size_t i = 0; i < CRASH_PIDS; i++)
+                if (s->pids[i] == pid)
+                        s->pids[i] = 0;
+}
+
+static void say(const char *s) {
+        ssize_t n = write(STDERR_FILENO, s, strlen(s));
+        (void) n;
+}
+
+struct dirent64_raw {
+        uint64_t d_ino;
+        int64_t d_off;
+        unsigned short d_reclen;
+        unsigned char d_type;
+        char d_name[];
+};
+
+static bool is_dot(const char *n) {
+        return n[0] == '.' && (n[1] == 0 || (n[1] == '.' && n[2] == 0));
+}
+
+/* Empties the directory @dfd, never following symlinks; async-signal-safe. */
+static void rm_rf_children(int dfd, int depth) {
+        char buf[2048] __attribute__((aligned(8)));
+
+        if (depth > 32)
+                return;
+        /* Unlinking while reading a directory may make getdents skip
+         * entries; go round until a pass removes nothing. */
+        for (int pass = 0; pass < 64; pass++) {
+                bool removed = false;
+
+                if (lseek(dfd, 0, SEEK_SET) < 0)
+                        return;
+                for (;;) {
+                        long n = syscall(SYS_getdents64, dfd, buf, sizeof buf);
+                        if (n <= 0)
+                                break;
+                        for (long off = 0; off < n;) {
+                                struct dirent64_raw *d = (struct dirent64_raw *) (buf + off);
+                                off += d->d_reclen;
+                                if (is_dot(d->d_name))
+                                        continue;
+                                if (unlinkat(dfd, d->d_name, 0) == 0) {
+                                        removed = true;
+                                        continue;
+                                }
+                                int sub = openat(dfd, d->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                                if (sub < 0)
+                                        continue;
+                                rm_rf_children(sub, depth + 1);
+                                close(sub);
+                                if (unlinkat(dfd, d->d_name, AT_REMOVEDIR) == 0)
+                                        removed = true;
+                        }
+                }
+                if (!removed)
+                        return;
+        }
+}
+
+static int rm_rf(const char *path) {
+        int dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (dfd < 0)
+                return errno == ENOENT ? 0 : -errno;
+        rm_rf_children(dfd, 0);
+        close(dfd);
+        return rmdir(path) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+/* LOOP_CLR_FD on every loop device whose backing file is under @dir.
+ * Async-signal-safe; returns how many. */
+static unsigned detach_loops_under(const char *dir) {
+        char buf[4096] __attribute__((aligned(8)));
+        size_t dlen = strlen(dir);
+        unsigned count = 0;
+        int sysblock;
+
+        if (dlen == 0 || dlen > 200)
+                return 0;
+        sysblock = open("/sys/block", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (sysblock < 0)
+                return 0;
+
+        for (;;) {
+                long n = syscall(SYS_getdents64, sysblock, buf, sizeof buf);
+                if (n <= 0)
+                        break;
+                for (long off = 0; off < n;) {
+                        struct dirent64_raw *d = (struct dirent64_raw *) (buf + off);
+                        char path[300], backing[4096];
+                        size_t nlen = strlen(d->d_name);
+                        ssize_t got;
+                        int fd;
+
+                        off += d->d_reclen;
+                        if (strncmp(d->d_name, "loop", 4) != 0 || nlen > 64)
+                                continue;
+
+                        memcpy(path, d->d_name, nlen);
+                        memcpy(path + nlen, "/loop/backing_file", sizeof "/loop/backing_file");
+                        fd = openat(sysblock, path, O_RDONLY | O_CLOEXEC);
+                        if (fd < 0)
+                                continue; /* not attached */
+                        got = read(fd, backing, sizeof backing - 1);
+                        close(fd);
+                        if (got <= 0 || (size_t) got <= dlen || memcmp(backing, dir, dlen) != 0 ||
+                            backing[dlen] != '/')
+                                continue;
+
+                        memcpy(path, "/dev/", 5);
+                        memcpy(path + 5, d->d_name, nlen + 1);
+                        fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+                        if (fd < 0)
+                                continue;
+                        /* Held open elsewhere, the kernel defers the detach
+                         * to the last close (autoclear) and still says 0. */
+                        if (ioctl(fd, LOOP_CLR_FD, 0) == 0)
+                                count++;
+                        close(fd);
+                }
+        }
+        close(sysblock);
+        return count;
+}
+
+/* Kills everything of every live fixture, detaches their loop devices and
+ * removes their temp dirs. Async-signal-safe, idempotent. */
+static void crash_cleanup(void) {
+        if (crash_cleaning)
+                return;
+        crash_cleaning = 1;
+
+        for (size_t s = 0; s < CRASH_SLOTS; s++) {
+                CrashSlot *slot = &crash_slots[s];
+                if (!slot->used)
+                        continue;
+                /* Kill order does not matter here: nothing's exit status is
+                 * read any more. */
+                for (size_t i = 0; i < CRASH_PIDS; i++)
+                        if (slot->pids[i] > 0)
+                                (void) kill(slot->pids[i], SIGKILL);
+                for (size_t i = 0; i < CRASH_PIDS; i++)
+                        if (slot->pids[i] > 0) {
+                                /* Bounded: a child stuck in the kernel (D
+                                 * state) must not hang the crash path. */
+                                for (int tries = 0; slot->is_child[i] && tries < 500; tries++) {
+                                        int st;
+                                        pid_t r = waitpid(slot->pids[i], &st, WNOHANG);
+                                        if (r != 0 && !(r < 0 && errno == EINTR))
+                                                break;
+                                        struct timespec ts = { .tv_nsec = 10 * 1000 * 1000 };
+                                        (void) nanosleep(&ts, NULL);
+                                }
+                                slot->pids[i] = 0;
+                        }
+        }
+        for (size_t s = 0; s < CRASH_SLOTS; s++) {
+                CrashSlot *slot = &crash_slots[s];
+                if (!slot->used)
+                        continue;
+                (void) detach_loops_under(slot->tmpdir);
+                (void) rm_rf(slot->tmpdir);
+                say("loopd-fixture: crash cleanup: children killed, loop devices detached, removed ");
+                say(slot->tmpdir);
+                say("\n");
+                slot->used = 0;
+        }
+        crash_cleaning = 0;
+}
+
+static void crash_handler(int sig, siginfo_t *si, void *ctx) {
+        int saved_errno = errno;
+
+        if (sig == SIGALRM) {
+                say("loopd-fixture: watchdog: test ");
+                say(watchdog_test_path);
+                say(" did not finish in time (LOOPD_TEST_WATCHDOG_SEC); killing it\n");
+        }
+        crash_cleanup();
+
+        /* Hand the signal to whoever had it before (a sanitizer's handler,
+         * or the default action). A fault raised by the CPU re-faults on
+         * return and reaches the old handler with its real context. */
+        (void) sigaction(sig, &old_actions[sig], NULL);
+        errno = saved_errno;
+        if ((sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE) && si && si->si_code > 0)
+                return;
+        raise(sig);
+}
+
+static void crash_atexit(void) {
+        crash_cleanup();
+}
+
+static void install_crash_handlers_once(void) {
+        static gsize done = 0;
+        static const int sigs[] = { SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTERM, SIGINT, SIGHUP, SIGALRM };
+
+        if (!g_once_init_enter(&done))
+                return;
+
+        /* A stack overflow must still reach the cleanup. */
+        stack_t ss = { .ss_size = 256 * 1024 };
+        ss.ss_sp = g_malloc(ss.ss_size);
+        (void) sigaltstack(&ss, NULL);
+
+        for (size_t i = 0; i < G_N_ELEMENTS(sigs); i++) {
+                struct sigaction sa = {
+                        .sa_sigaction = crash_handler,
+                        .sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER,
+                };
+                sigemptyset(&sa.sa_mask);
+                (void) sigaction(sigs[i], &sa, &old_actions[sigs[i]]);
+        }
+        atexit(crash_atexit);
+        g_once_init_leave(&done, 1);
+}
+
+static int crash_register(const char *tmpdir) {
+        for (int s = 0; s < CRASH_SLOTS; s++)
+                if (!crash_slots[s].used) {
+                        memset((void *) &crash_slots[s], 0, sizeof crash_slots[s]);
+                        g_strlcpy(crash_slots[s].tmpdir, tmpdir, sizeof crash_slots[s].tmpdir);
+                        crash_slots[s].used = 1;
+                        return s;
+                }
+        fixture_fail("more than %d fixtures alive at once", CRASH_SLOTS);
+        return -1;
+}
+
+/*
+ * The janitor: a fork of the test process, made right after the temp dir,
+ * that waits for the test process to go away and then detaches the loop
+ * devices and removes the temp dir. It covers what no handler in the test
+ * process can: SIGKILL (meson's second try at a timeout) and _exit(), which
+ * is what g_assert() does inside g_test_trap_subprocess() children. The
+ * children themselves die by PR_SET_PDEATHSIG then; loop devices and files
+ * would not. It is the one child without PR_SET_PDEATHSIG, in a session of
+ * its own so meson's kill of the process group does not reach it, and uses
+ * only async-signal-safe calls (it is a fork of a threaded process).
+ * Teardown writes 'q' to dismiss it.
+ */
+static pid_t start_janitor(const char *tmpdir, int *ret_fd) {
+        int p[2];
+        pid_t pid;
+
+        if (pipe2(p, O_CLOEXEC) < 0)
+                fixture_fail("pipe: %s", g_strerror(errno));
+        pid = fork();
+        if (pid < 0)
+                fixture_fail("fork: %s", g_strerror(errno));
+        if (pid == 0) {
+                static const int ignored[] = { SIGTERM, SIGINT, SIGHUP, SIGALRM, SIGPIPE };
+                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+                char c;
+                ssize_t n;
+
+                (void) setsid();
+                for (size_t i = 0; i < G_N_ELEMENTS(ignored); i++)
+                        signal(ignored[i], SIG_IGN);
+                signal(SIGABRT, SIG_DFL);
+                signal(SIGSEGV, SIG_DFL);
+                /* Hold nothing of the test's: no bus socket, no pipe of
+                 * meson's, no other fixture's fds. */
+                if (null >= 0) {
+                        dup2(null, 0);
+                        dup2(null, 1);
+                        dup2(null, 2);
+                }
+                if (dup2(p[0], 3) < 0)
+                        _exit(1);
+                (void) syscall(SYS_close_range, 4U, ~0U, 0U);
+
+                do
+                        n = read(3, &c, 1);
+                while (n < 0 && errno == EINTR);
+                if (n == 1 && c == 'q')
+                        _exit(0);
+
+                /* The test is gone. loopd got SIGKILL from PR_SET_PDEATHSIG
+                 * at the same moment; scan a few times in case it was just
+                 * attaching something. */
+                for (int i = 0; i < 5; i++) {
+                        struct timespec ts = { .tv_nsec = 100 * 1000 * 1000 };
+                        (void) detach_loops_under(tmpdir);
+                        (void) nanosleep(&ts, NULL);
+                }
+                (void) rm_rf(tmpdir);
+                _exit(0);
+        }
+        close(p[0]);
+        *ret_fd = p[1];
+        return pid;
+}
+
+static void dismiss_janitor(pid_t pid, int fd) {
+        int st;
+
+        if (pid <= 0)
+                return;
+        if (write(fd, "q", 1) != 1)
+                (void) kill(pid, SIGKILL);
+        close(fd);
+        (void) waitpid(pid, &st, 0);
+}
+
+/* ---- spawning ------------------------------------------------------------ */
+
+static pid_t spawning_pid;
+
+static void child_setup(gpointer user_data) {
+        sigset_t none;
+
+        /* Die with the test, even by SIGKILL. Checked against the race where
+         * the test died between fork() and here. */
+        (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != spawning_pid)
+                _exit(127);
+        sigemptyset(&none);
+        (void) sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static char **base_env(LoopdFixture *f) {
+        static const char *const drop[] = {
+                "DBUS_SESSION_BUS_ADDRESS", "DBUS_STARTER_ADDRESS", "DBUS_STARTER_BUS_TYPE",
+                "NOTIFY_SOCKET", "RUNTIME_DIRECTORY", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
+                "WATCHDOG_USEC", "WATCHDOG_PID", "XDG_RUNTIME_DIR",
+        };
+        char **env = g_get_environ();
+
+        for (size_t i = 0; i < G_N_ELEMENTS(drop); i++)
+                env = g_environ_unsetenv(env, drop[i]);
+        if (f->bus_address)
+                env = g_environ_setenv(env, "DBUS_SYSTEM_BUS_ADDRESS", f->bus_address, TRUE);
+        else
+                env = g_environ_unsetenv(env, "DBUS_SYSTEM_BUS_ADDRESS");
+        return env;
+}
+
+/*
+ * Spawns @argv with PR_SET_PDEATHSIG and the fixture's environment. Its
+ * stdout goes to our stderr unless piped: GTest's TAP output is our stdout.
+ * @map_fd (>= 0) becomes fd 3 in the child.
+ */
+static pid_t spawn(LoopdFixture *f, const char *const *argv, char **env, const char *cwd,
+                   int map_fd, int *stdin_pipe, int *stdout_pipe, int *stderr_pipe, GError **error) {
+        int source_fds[1] = { map_fd }, target_fds[1] = { 3 };
+        GPid pid = 0;
+
+        spawning_pid = getpid();
+        if (!g_spawn_async_with_pipes_and_fds(cwd, argv, (const char *const *) env,
+                                              G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_SEARCH_PATH,
+                                              child_setup, NULL,
+                                              -1, stdout_pipe ? -1 : STDERR_FILENO, -1,
+                                              map_fd >= 0 ? source_fds : NULL, map_fd >= 0 ? target_fds : NULL,
+                                              map_fd >= 0 ? 1 : 0,
+                                              &pid, stdin_pipe, stdout_pipe, stderr_pipe, error))
+                return 0;
+        return pid;
+}
+
+/* ---- the bus ------------------------------------------------------------- */
+
+static const char bus_config_template[] =
+        "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN\"\n"
+        " \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n"
+        "<!-- Written by the loopd test fixture: a system bus of the test's own. -->\n"
+        "<busconfig>\n"
+        "  <type>system</type>\n"
+        "  <listen>unix:path=%s</listen>\n"
+        "  <auth>EXTERNAL</auth>\n"
+        "  <!-- Activation without a <servicehelper>: dbus-daemon runs Exec= itself, as root. -->\n"
+        "  <servicedir>%s</servicedir>\n"
+        "\n"
+        "  <!-- The default policy of a stock system bus (dbus 1.14 system.conf). -->\n"
+        "  <policy context=\"default\">\n"
+        "    <allow user=\"*\"/>\n"
+        "    <deny own=\"*\"/>\n"
+        "    <deny send_type=\"method_call\"/>\n"
+        "    <allow send_type=\"signal\"/>\n"
+        "    <allow send_requested_reply=\"true\" send_type=\"method_return\"/>\n"
+        "    <allow send_requested_reply=\"true\" send_type=\"error\"/>\n"
+        "    <allow receive_type=\"method_call\"/>\n"
+        "    <allow receive_type=\"method_return\"/>\n"
+        "    <allow receive_type=\"error\"/>\n"
+        "    <allow receive_type=\"signal\"/>\n"
+        "    <allow send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus\"/>\n"
+        "    <allow send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus.Introspectable\"/>\n"
+        "    <allow send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus.Properties\"/>\n"
+        "    <deny send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus\"\n"
+        "          send_member=\"UpdateActivationEnvironment\"/>\n"
+        "    <deny send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus.Debug.Stats\"/>\n"
+        "  </policy>\n"
+        "  <policy user=\"root\">\n"
+        "    <allow send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus.Monitoring\"/>\n"
+        "  </policy>\n"
+        "\n"
+        "  <!-- polkit, as its own package's policy does; root too, for python3-dbusmock's\n"
+        "       polkitd template. -->\n"
+        "  <policy user=\"polkitd\">\n"
+        "    <allow own=\"org.freedesktop.PolicyKit1\"/>\n"
+        "  </policy>\n"
+        "  <policy user=\"root\">\n"
+        "    <allow own=\"org.freedesktop.PolicyKit1\"/>\n"
+        "  </policy>\n"
+        "  <policy context=\"default\">\n"
+        "    <allow send_destination=\"org.freedesktop.PolicyKit1\"/>\n"
+        "  </policy>\n"
+        "\n"
+        "  <!-- loopd's production policy, unchanged. -->\n"
+        "  <include>%s</include>\n"
+        "</busconfig>\n";
+
+static void start_bus(LoopdFixture *f) {
+        g_autofree char *dbus_daemon = NULL, *config = NULL, *config_path = NULL, *socket_path = NULL;
+        g_autofree char *esc_socket = NULL, *esc_services = NULL, *esc_policy = NULL, *arg = NULL;
+        g_autoptr(GError) error = NULL;
+        g_auto(GStrv) env = NULL;
+        GString *line = g_string_new(NULL);
+        const char *policy = env_or("LOOPD_BUS_POLICY", LOOPD_DEFAULT_BUS_POLICY);
+        int pipefd[2];
+        gint64 deadline;
+
+        dbus_daemon = find_program("LOOPD_DBUS_DAEMON", (const char *const[]) { "dbus-daemon", NULL });
+        g_assert_nonnull(dbus_daemon); /* setup skipped otherwise */
+        if (g_access(policy, R_OK) < 0)
+                fixture_fail("bus policy %s: %s", policy, g_strerror(errno));
+
+        socket_path = g_build_filename(f->tmpdir, "bus.socket", NULL);
+        esc_socket = g_markup_escape_text(socket_path, -1);
+        esc_services = g_markup_escape_text(f->service_dir, -1);
+        esc_policy = g_markup_escape_text(policy, -1);
+        config = g_strdup_printf(bus_config_template, esc_socket, esc_services, esc_policy);
+        config_path = g_build_filename(f->tmpdir, "bus.conf", NULL);
+        write_file_or_fail(config_path, config, 0644);
+
+        if (pipe2(pipefd, O_CLOEXEC) < 0)
+                fixture_fail("pipe: %s", g_strerror(errno));
+
+        arg = g_strconcat("--config-file=", config_path, NULL);
+        env = base_env(f);
+        f->priv->bus_pid = spawn(f,
+                                 (const char *const[]) { dbus_daemon, "--nofork", "--nopidfile", "--nosyslog",
+                                                         "--print-address=3", arg, NULL },
+                                 env, "/", pipefd[1], NULL, NULL, NULL, &error);
+        close(pipefd[1]);
+        if (!f->priv->bus_pid)
+                fixture_fail("starting %s: %s", dbus_daemon, error->message);
+        crash_track(f, f->priv->bus_pid, TRUE);
+
+        /* The address line is its readiness: it listens before printing. */
+        deadline = deadline_after(10);
+        while (!strchr(line->str, '\n')) {
+                struct pollfd p = { .fd = pipefd[0], .events = POLLIN };
+                char buf[256];
+                ssize_t n;
+
+                if (past(deadline))
+                        fixture_fail("dbus-daemon printed no address within 10 s");
+                if (poll(&p, 1, 100) <= 0)
+                        continue;
+                n = read(pipefd[0], buf, sizeof buf);
+                if (n == 0)
+                        fixture_fail("dbus-daemon exited before printing its address: it rejected %s "
+                                     "(or the policy it includes, %s); see its stderr above",
+                                     config_path, policy);
+                if (n > 0)
+                        g_string_append_len(line, buf, n);
+        }
+        close(pipefd[0]);
+        *strchr(line->str, '\n') = 0;
+        f->bus_address = g_string_free(line, FALSE);
+
+        /* For in-process clients (sd_bus_open_system(), libloopd). libc's
+         * setenv: g_setenv() only adds a debug complaint about threads;
+         * GDBus's worker thread does not read the environment. */
+        setenv("DBUS_SYSTEM_BUS_ADDRESS", f->bus_address, 1);
+        f->priv->set_env = TRUE;
+
+        f->bus = g_dbus_connection_new_for_address_sync(
+                f->bus_address,
+                G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT | G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
+                NULL, NULL, &error);
+        if (!f->bus)
+                fixture_fail("connecting to the private bus %s: %s", f->bus_address, error->message);
+        g_dbus_connection_set_exit_on_close(f->bus, FALSE);
+}
+
+static void stop_bus(LoopdFixture *f) {
+        int st;
+
+        if (f->bus) {
+                (void) g_dbus_connection_close_sync(f->bus, NULL, NULL);
+                g_clear_object(&f->bus);
+        }
+        if (f->priv->bus_pid > 0) {
+                (void) kill(f->priv->bus_pid, SIGTERM);
+                if (!wait_child(f->priv->bus_pid, 5, &st))
+                        kill_child(f->priv->bus_pid);
+                crash_untrack(f, f->priv->bus_pid);
+                f->priv->bus_pid = 0;
+        }
+        if (f->priv->set_env) {
+                unsetenv("DBUS_SYSTEM_BUS_ADDRESS");
+                f->priv->set_env = FALSE;
+        }
+}
+
+pid_t loopd_fixture_name_owner_pid(LoopdFixture *f, const char *name) {
+        g_autoptr(GVariant) r = NULL;
+        guint32 pid;
+
+        r = g_dbus_connection_call_sync(f->bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                        "org.freedesktop.DBus", "GetConnectionUnixProcessID",
+                                        g_variant_new("(s)", name), G_VARIANT_TYPE("(u)"),
+                                        G_DBUS_CALL_FLAGS_NONE, 5000, NULL, NULL);
+        if (!r)
+                return 0;
+        g_variant_get(r, "(u)", &pid);
+        return (pid_t) pid;
+}
+
+gboolean loopd_fixture_wait_name(LoopdFixture *f, const char *name, gboolean owned, double timeout_sec) {
+        gint64 deadline = deadline_after(timeout_sec);
+
+        for (;;) {
+                g_autoptr(GVariant) r = g_dbus_connection_call_sync(
+                        f->bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                        "NameHasOwner", g_variant_new("(s)", name), G_VARIANT_TYPE("(b)"),
+                        G_DBUS_CALL_FLAGS_NONE, 5000, NULL, NULL);
+                gboolean has = FALSE;
+
+                if (r)
+                        g_variant_get(r, "(b)", &has);
+                if (has == owned)
+                        return TRUE;
+                if (past(deadline))
+                        return FALSE;
+                g_usleep(10000);
+        }
+}
+
+/* ---- polkitd ------------------------------------------------------------ */
+
+static const char probe_policy[] =
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+        "<!DOCTYPE policyconfig PUBLIC \"-//freedesktop//DTD PolicyKit Policy Configuration 1.0//EN\"\n"
+        " \"http://www.freedesktop.org/standards/PolicyKit/1/policyconfig.dtd\">\n"
+        "<!-- Written by the loopd test fixture: lets it see which rules polkitd has loaded. -->\n"
+        "<policyconfig>\n"
+        "  <action id=\"" PROBE_ACTION "\">\n"
+        "    <description>loopd test fixture probe</description>\n"
+        "    <message>loopd test fixture probe</message>\n"
+        "    <defaults><allow_any>no</allow_any><allow_inactive>no</allow_inactive>"
+        "<allow_active>no</allow_active></defaults>\n"
+        "  </action>\n"
+        "</policyconfig>\n";
+
+/* polkit short-circuits uid 0, so the probe's subject is a process of
+ * nobody's; its answer says which generation of the rules is loaded. */
+static int probe_rules(LoopdFixture *f, guint generation, int timeout_msec, GError **error) {
+        g_autofree char *gen = g_strdup_printf("%u", generation);
+        g_autoptr(GVariant) r = NULL;
+        GVariantBuilder subject, details;
+        gboolean authorized, challenge;
+
+        g_variant_builder_init(&subject, G_VARIANT_TYPE("a{sv}"));
+        g_variant_builder_add(&subject, "{sv}", "pid", g_variant_new_uint32((guint32) f->priv->probe_pid));
+        g_variant_builder_add(&subject, "{sv}", "start-time", g_variant_new_uint64(f->priv->probe_start));
+        g_variant_builder_add(&subject, "{sv}", "uid", g_variant_new_int32(LOOPD_TEST_NOBODY));
+        g_variant_builder_init(&details, G_VARIANT_TYPE("a{ss}"));
+        g_variant_builder_add(&details, "{ss}", PROBE_DETAIL, gen);
+
+        r = g_dbus_connection_call_sync(f->bus, LOOPD_POLKIT_BUS_NAME, "/org/freedesktop/PolicyKit1/Authority",
+                                        "org.freedesktop.PolicyKit1.Authority", "CheckAuthorization",
+                                        g_variant_new("((sa{sv})sa{ss}us)", "unix-process", &subject, PROBE_ACTION,
+                                                      &details, 0, ""),
+                                        G_VARIANT_TYPE("((bba{ss}))"), G_DBUS_CALL_FLAGS_NONE, timeout_msec, NULL,
+                                        error);
+        if (!r)
+                return -1;
+        g_variant_get(r, "((bb@a{ss}))", &authorized, &challenge, NULL);
+        return authorized;
+}
+
+static void write_rules(LoopdFixture *f, const char *rules) {
+        g_autofree char *user = g_build_filename(f->priv->rules_dir, RULES_FILE, NULL);
+        g_autofree char *probe = g_build_filename(f->priv->rules_dir, PROBE_RULES_FILE, NULL);
+        g_autofree char *probe_js = NULL;
+
+        if (rules) {
+                g_autofree char *text = g_strconcat("// Written by the loopd test fixture: the test's rules.\n",
+                                                    rules, "\n", NULL);
+                write_file_or_fail(user, text, 0644);
+        } else if (unlink(user) < 0 && errno != ENOENT)
+                fixture_fail("removing %s: %s", user, g_strerror(errno));
+
+        /* The probe file is written last: once polkitd answers with its
+         * generation, the reload that read it also read the test's file. */
+        f->priv->rules_generation++;
+        probe_js = g_strdup_printf(
+                "// Written by the loopd test fixture: lets it see which rules are loaded.\n"
+                "polkit.addRule(function(action, subject) {\n"
+                "        if (action.id == \"" PROBE_ACTION "\")\n"
+                "                return action.lookup(\"" PROBE_DETAIL "\") == \"%u\" ?\n"
+                "                        polkit.Result.YES : polkit.Result.NO;\n"
+                "});\n",
+                f->priv->rules_generation);
+        write_file_or_fail(probe, probe_js, 0644);
+}
+
+static void wait_rules_loaded(LoopdFixture *f) {
+        gint64 deadline = deadline_after(20);
+        g_autoptr(GError) last = NULL;
+
+        for (;;) {
+                g_autoptr(GError) error = NULL;
+                int r = probe_rules(f, f->priv->rules_generation, 5000, &error);
+
+                if (r > 0)
+                        return;
+                if (error) {
+                        g_clear_error(&last);
+                        last = g_steal_pointer(&error);
+                }
+                if (past(deadline))
+                        fixture_fail("polkitd did not load rules generation %u within 20 s%s%s",
+                                     f->priv->rules_generation, last ? ": " : "", last ? last->message : "");
+                g_usleep(50000);
+        }
+}
+
+static pid_t spawn_probe(LoopdFixture *f) {
+        g_autoptr(GError) error = NULL;
+        g_auto(GStrv) env = base_env(f);
+        g_autofree char *uid_line = g_strdup_printf("Uid:\t%d\t", LOOPD_TEST_NOBODY);
+        g_autofree char *status_path = NULL;
+        gint64 deadline;
+        pid_t pid;
+
+        pid = spawn(f,
+                    (const char *const[]) { "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                            "--pdeathsig=KILL", "--", "sleep", "infinity", NULL },
+                    env, "/", -1, NULL, NULL, NULL, &error);
+        if (!pid)
+                fixture_fail("starting the polkit probe process: %s", error->message);
+        crash_track(f, pid, TRUE);
+
+        /* polkitd must see the process as nobody: before setpriv changed
+         * its uid it was root, whom polkit authorizes for everything. */
+        status_path = g_strdup_printf("/proc/%d/status", (int) pid);
+        deadline = deadline_after(10);
+        for (;;) {
+                g_autofree char *status = NULL;
+                if (g_file_get_contents(status_path, &status, NULL, NULL) && strstr(status, uid_line))
+                        break;
+                if (past(deadline))
+                        fixture_fail("the polkit probe process did not become uid %d", LOOPD_TEST_NOBODY);
+                g_usleep(2000);
+        }
+        f->priv->probe_start = proc_start_time(pid);
+        return pid;
+}
+
+gboolean loopd_fixture_start_polkit(LoopdFixture *f, const char *rules) {
+        g_autofree char *polkitd = NULL, *unshare = NULL, *policy_copy = NULL, *probe_path = NULL;
+        g_autofree char *polkit_dir = NULL, *policy_text = NULL;
+        g_autoptr(GError) error = NULL;
+        g_auto(GStrv) env = NULL;
+        const char *policy = env_or("LOOPD_POLKIT_POLICY", LOOPD_DEFAULT_POLKIT_POLICY);
+        gint64 deadline;
+
+        g_assert_cmpint(f->priv->polkit_pid, ==, 0);
+
+        polkitd = find_program("LOOPD_POLKITD",
+                               (const char *const[]) { "/usr/lib/polkit-1/polkitd", "/usr/libexec/polkitd",
+                                                       "/usr/libexec/polkit-1/polkitd", NULL });
+        unshare = find_program(NULL, (const char *const[]) { "unshare", NULL });
+        if (!polkitd || !unshare) {
+                g_test_skip(!polkitd ? "polkitd is not installed (package polkitd)"
+                                     : "unshare is not installed (package util-linux)");
+                f->skipped = TRUE;
+                return FALSE;
+        }
+        if (!g_file_test("/usr/share/polkit-1/actions", G_FILE_TEST_IS_DIR) ||
+            !g_file_test("/etc/polkit-1/rules.d", G_FILE_TEST_IS_DIR)) {
+                g_test_skip("polkit's /usr/share/polkit-1/actions or /etc/polkit-1/rules.d is missing: "
+                            "nothing to bind-mount the test's directories over");
+                f->skipped = TRUE;
+                return FALSE;
+        }
+
+        /* World-readable: polkitd reads them as the polkitd user. */
+        polkit_dir = g_build_filename(f->tmpdir, "polkit", NULL);
+        g_free(f->priv->actions_dir);
+        g_free(f->priv->rules_dir);
+        g_free(f->priv->empty_dir);
+        f->priv->actions_dir = g_build_filename(polkit_dir, "actions", NULL);
+        f->priv->rules_dir = g_build_filename(polkit_dir, "rules.d", NULL);
+        f->priv->empty_dir = g_build_filename(polkit_dir, "empty", NULL);
+        if (g_mkdir_with_parents(f->priv->actions_dir, 0755) < 0 || g_mkdir_with_parents(f->priv->rules_dir, 0755) < 0 ||
+            g_mkdir_with_parents(f->priv->empty_dir, 0755) < 0 || chmod(polkit_dir, 0755) < 0)
+                fixture_fail("creating %s: %s", polkit_dir, g_strerror(errno));
+
+        if (!g_file_get_contents(policy, &policy_text, NULL, &error))
+                fixture_fail("reading the polkit policy: %s", error->message);
+        policy_copy = g_build_filename(f->priv->actions_dir, "org.loopd.policy", NULL);
+        write_file_or_fail(policy_copy, policy_text, 0644);
+        probe_path = g_build_filename(f->priv->actions_dir, "org.loopd.test.fixture-probe.policy", NULL);
+        write_file_or_fail(probe_path, probe_policy, 0644);
+        write_rules(f, rules);
+
+        f->priv->probe_pid = spawn_probe(f);
+
+        /*
+         * polkitd's directories are compiled in; bind-mount ours over them in
+         * a private mount namespace. The PID namespace is what makes polkitd
+         * die with the test: it drops to the polkitd user, and a uid change
+         * clears PR_SET_PDEATHSIG, but sh (root) stays PID 1 of the namespace
+         * with unshare's --kill-child signal, and when PID 1 dies the kernel
+         * kills everything in its namespace. /proc stays the host's, so
+         * polkitd still reads the bus's (host) pids of its subjects.
+         */
+        env = base_env(f);
+        f->priv->polkit_pid = spawn(
+                f,
+                (const char *const[]) {
+                        unshare, "--mount", "--pid", "--kill-child=SIGKILL", "--propagation", "private", "--",
+                        "/bin/sh", "-c",
+                        "set -e\n"
+                        "mount --bind \"$1\" /usr/share/polkit-1/actions\n"
+                        "mount --bind \"$2\" /etc/polkit-1/rules.d\n"
+                        "if [ -d /usr/share/polkit-1/rules.d ]; then mount --bind \"$3\" /usr/share/polkit-1/rules.d; fi\n"
+                        "\"$4\" --no-debug &\n"
+                        "wait $!\n",
+                        "loopd-test-polkit", f->priv->actions_dir, f->priv->rules_dir, f->priv->empty_dir, polkitd,
+                        NULL },
+                env, "/", -1, NULL, NULL, NULL, &error);
+        if (!f->priv->polkit_pid)
+                fixture_fail("starting polkitd: %s", error->message);
+        crash_track(f, f->priv->polkit_pid, TRUE);
+
+        deadline = deadline_after(20);
+        for (;;) {
+                int st;
+                pid_t pk = loopd_fixture_name_owner_pid(f, LOOPD_POLKIT_BUS_NAME);
+                if (pk > 0) {
+                        f->priv->polkitd_pid = pk;
+                        f->priv->polkitd_start = proc_start_time(pk);
+                        crash_track(f, pk, FALSE);
+                        break;
+                }
+                if (waitpid(f->priv->polkit_pid, &st, WNOHANG) == f->priv->polkit_pid) {
+                        g_autofree char *why = describe_status(st);
+                        crash_untrack(f, f->priv->polkit_pid);
+                        f->priv->polkit_pid = 0;
+                        fixture_fail("polkitd (in unshare) ended before it owned %s: %s; see its stderr above",
+                                     LOOPD_POLKIT_BUS_NAME, why);
+                }
+                if (past(deadline))
+                        fixture_fail("polkitd did not own %s within 20 s", LOOPD_POLKIT_BUS_NAME);
+                g_usleep(10000);
+        }
+
+        wait_rules_loaded(f);
+        return TRUE;
+}
+
+void loopd_fixture_set_polkit_rules(LoopdFixture *f, const char *rules) {
+        g_assert_cmpint(f->priv->polkit_pid, >, 0);
+        write_rules(f, rules);
+        wait_rules_loaded(f);
+}
+
+void loopd_fixture_stop_polkit(LoopdFixture *f) {
+        gint64 deadline;
+
+        if (f->priv->polkit_pid <= 0)
+                return;
+        /* SIGKILL to unshare: --kill-child takes down PID 1 of the namespace,
+         * and the kernel the rest. SIGKILL also ends a SIGSTOPped polkitd. */
+        kill_child(f->priv->polkit_pid);
+        crash_untrack(f, f->priv->polkit_pid);
+        f->priv->polkit_pid = 0;
+
+        deadline = deadline_after(10);
+        while (pid_alive(f->priv->polkitd_pid, f->priv->polkitd_start)) {
+                if (past(deadline)) {
+                        (void) kill(f->priv->polkitd_pid, SIGKILL);
+                        fixture_fail("polkitd %d outlived its PID namespace", (int) f->priv->polkitd_pid);
+                }
+                g_usleep(5000);
+        }
+        crash_untrack(f, f->priv->polkitd_pid);
+        f->priv->polkitd_pid = 0;
+
+        kill_child(f->priv->probe_pid);
+        crash_untrack(f, f->priv->probe_pid);
+        f->priv->probe_pid = 0;
+
+        if (f->bus && !loopd_fixture_wait_name(f, LOOPD_POLKIT_BUS_NAME, FALSE, 10))
+                fixture_fail("%s is still on the bus after polkitd died", LOOPD_POLKIT_BUS_NAME);
+}
+
+void loopd_fixture_hang_polkit(LoopdFixture *f) {
+        g_assert_cmpint(f->priv->polkitd_pid, >, 0);
+        if (kill(f->priv->polkitd_pid, SIGSTOP) < 0)
+                fixture_fail("SIGSTOP to polkitd: %s", g_strerror(errno));
+}
+
+void loopd_fixture_resume_polkit(LoopdFixture *f) {
+        g_assert_cmpint(f->priv->polkitd_pid, >, 0);
+        if (kill(f->priv->polkitd_pid, SIGCONT) < 0)
+                fixture_fail("SIGCONT to polkitd: %s", g_strerror(errno));
+}
+
+pid_t loopd_fixture_polkitd_pid(LoopdFixture *f) {
+        return f->priv->polkitd_pid;
+}
+
+int loopd_fixture_polkit_check(LoopdFixture *f, const char *bus_name, const char *action_id,
+                               gboolean *challenge, int timeout_msec, GError **error) {
+        g_autoptr(GVariant) r = NULL;
+        GVariantBuilder subject, details;
+        gboolean authorized, is_challenge;
+
+        g_variant_builder_init(&subject, G_VARIANT_TYPE("a{sv}"));
+        g_variant_builder_add(&subject, "{sv}", "name", g_variant_new_string(bus_name));
+        g_variant_builder_init(&details, G_VARIANT_TYPE("a{ss}"));
+        r = g_dbus_connection_call_sync(f->bus, LOOPD_POLKIT_BUS_NAME, "/org/freedesktop/PolicyKit1/Authority",
+                                        "org.freedesktop.PolicyKit1.Authority", "CheckAuthorization",
+                                        g_variant_new("((sa{sv})sa{ss}us)", "system-bus-name", &subject, action_id,
+                                                      &details, 0, ""),
+                                        G_VARIANT_TYPE("((bba{ss}))"), G_DBUS_CALL_FLAGS_NONE, timeout_msec, NULL,
+                                        error);
+        if (!r)
+                return -1;
+        g_variant_get(r, "((bb@a{ss}))", &authorized, &is_challenge, NULL);
+        if (challenge)
+                *challenge = is_challenge;
+        return authorized;
+}
+
+/* ---- loopd --------------------------------------------------------------- */
+
+const char *loopd_fixture_daemon_binary(void) {
+        const char *p = g_getenv("LOOPD_BINARY");
+        return p && *p && g_access(p, X_OK) == 0 ? p : NULL;
+}
+
+static gboolean has_option(const char *const *args, const char *name) {
+        size_t n = strlen(name);
+        for (; args && *args; args++)
+                if (strncmp(*args, name, n) == 0 && ((*args)[n] == 0 || (*args)[n] == '='))
+                        return TRUE;
+        return FALSE;
+}
+
+/* [wrapper...] loopd --state-dir=... --idle-timeout=0 extra... */
+static GPtrArray *daemon_argv(LoopdFixture *f, const char *binary, const char *const *extra) {
+        GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+        const char *wrapper = g_getenv("LOOPD_TEST_WRAPPER");
+
+        if (wrapper && *wrapper) {
+                g_auto(GStrv) w = NULL;
+                g_autoptr(GError) error = NULL;
+                if (!g_shell_parse_argv(wrapper, NULL, &w, &error))
+                        fixture_fail("LOOPD_TEST_WRAPPER: %s", error->message);
+                for (char **p = w; *p; p++)
+                        g_ptr_array_add(argv, g_strdup(*p));
+        }
+        g_ptr_array_add(argv, g_strdup(binary));
+        if (!has_option(extra, "--state-dir"))
+                g_ptr_array_add(argv, g_strconcat("--state-dir=", f->state_dir, NULL));
+        /* Tests must not race an idle exit unless they test it. */
+        if (!has_option(extra, "--idle-timeout"))
+                g_ptr_array_add(argv, g_strdup("--idle-timeout=0"));
+        for (; extra && *extra; extra++)
+                g_ptr_array_add(argv, g_strdup(*extra));
+        g_ptr_array_add(argv, NULL);
+        return argv;
+}
+
+static void open_notify_socket(LoopdFixture *f) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+        if (f->priv->notify_fd >= 0)
+                return;
+        f->priv->notify_path = g_build_filename(f->tmpdir, "notify.socket", NULL);
+        if (strlen(f->priv->notify_path) >= sizeof sa.sun_path)
+                fixture_fail("notify socket path too long: %s", f->priv->notify_path);
+        strcpy(sa.sun_path, f->priv->notify_path);
+        f->priv->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (f->priv->notify_fd < 0 || bind(f->priv->notify_fd, (struct sockaddr *) &sa, sizeof sa) < 0)
+                fixture_fail("notify socket %s: %s", f->priv->notify_path, g_strerror(errno));
+}
+
+static void drain_notify(LoopdFixture *f) {
+        char buf[4096];
+        ssize_t n;
+
+        while (f->priv->notify_fd >= 0 && (n = recv(f->priv->notify_fd, buf, sizeof buf - 1, MSG_DONTWAIT)) > 0) {
+                buf[n] = 0;
+                g_auto(GStrv) lines = g_strsplit(buf, "\n", 0);
+                for (char **l = lines; *l; l++) {
+                        if (strcmp(*l, "READY=1") == 0)
+                                f->priv->daemon_ready = TRUE;
+                        else if (g_str_has_prefix(*l, "STATUS=")) {
+                                g_free(f->priv->daemon_status);
+                                f->priv->daemon_status = g_strdup(*l + 7);
+                        }
+                }
+        }
+}
+
+gboolean loopd_fixture_start_daemon(LoopdFixture *f, const char *const *extra_args) {
+        const char *binary = loopd_fixture_daemon_binary();
+        g_autoptr(GPtrArray) argv = NULL;
+        g_autoptr(GError) error = NULL;
+        g_auto(GStrv) env = NULL;
+        char **saved;
+        gint64 deadline;
+
+        g_assert_cmpint(f->priv->daemon_pid, ==, 0);
+        if (!binary) {
+                g_test_skip(g_getenv("LOOPD_BINARY")
+                                    ? "LOOPD_BINARY does not name an executable (is loopd built?)"
+                                    : "LOOPD_BINARY is not set: the daemon is not part of this build");
+                f->skipped = TRUE;
+                return FALSE;
+        }
+
+        /* Copy before freeing: a restart passes f->priv->daemon_args itself. */
+        saved = g_strdupv((char **) extra_args);
+        g_strfreev(f->priv->daemon_args);
+        f->priv->daemon_args = saved;
+
+        open_notify_socket(f);
+        drain_notify(f);
+        f->priv->daemon_ready = FALSE;
+        g_clear_pointer(&f->priv->daemon_status, g_free);
+
+        argv = daemon_argv(f, binary, (const char *const *) f->priv->daemon_args);
+        env = base_env(f);
+        env = g_environ_setenv(env, "NOTIFY_SOCKET", f->priv->notify_path, TRUE);
+        f->priv->daemon_pid = spawn(f, (const char *const *) argv->pdata, env, "/", -1, NULL, NULL, NULL, &error);
+        if (!f->priv->daemon_pid)
+                fixture_fail("starting %s: %s", binary, error->message);
+        crash_track(f, f->priv->daemon_pid, TRUE);
+
+        /* Ready = owns the name (pid checked: after a kill -9 the bus may not
+         * have dropped the old connection yet) and said READY=1. */
+        deadline = deadline_after(30);
+        for (;;) {
+                int st;
+
+                drain_notify(f);
+                if (f->priv->daemon_ready && loopd_fixture_name_owner_pid(f, LOOPD_BUS_NAME) == f->priv->daemon_pid)
+                        return TRUE;
+                if (waitpid(f->priv->daemon_pid, &st, WNOHANG) == f->priv->daemon_pid) {
+                        g_autofree char *why = describe_status(st);
+                        crash_untrack(f, f->priv->daemon_pid);
+                        f->priv->daemon_pid = 0;
+                        fixture_fail("loopd exited while starting: %s; see its stderr above", why);
+                }
+                if (past(deadline))
+                        fixture_fail("loopd did not get ready within 30 s (owns %s: %s, READY=1 sent: %s)",
+                                     LOOPD_BUS_NAME,
+                                     loopd_fixture_name_owner_pid(f, LOOPD_BUS_NAME) == f->priv->daemon_pid ? "yes" : "no",
+                                     f->priv->daemon_ready ? "yes" : "no");
+                g_usleep(5000);
+        }
+}
+
+int loopd_fixture_wait_daemon_exit(LoopdFixture *f, double timeout_sec) {
+        int st;
+
+        g_assert_cmpint(f->priv->daemon_pid, >, 0);
+        if (!wait_child(f->priv->daemon_pid, timeout_sec, &st))
+                return -1;
+        crash_untrack(f, f->priv->daemon_pid);
+        f->priv->daemon_pid = 0;
+        drain_notify(f);
+        return st;
+}
+
+int loopd_fixture_terminate_daemon(LoopdFixture *f) {
+        int st;
+
+        g_assert_cmpint(f->priv->daemon_pid, >, 0);
+        if (kill(f->priv->daemon_pid, SIGTERM) < 0)
+                fixture_fail("SIGTERM to loopd: %s", g_strerror(errno));
+        st = loopd_fixture_wait_daemon_exit(f, 20);
+        if (st == -1) {
+                pid_t pid = f->priv->daemon_pid;
+                kill_child(pid);
+                crash_untrack(f, pid);
+                f->priv->daemon_pid = 0;
+                fixture_fail("loopd (pid %d) did not exit within 20 s of SIGTERM", (int) pid);
+        }
+        return st;
+}
+
+void loopd_fixture_stop_daemon(LoopdFixture *f) {
+        int st;
+
+        if (f->priv->daemon_pid <= 0)
+                return;
+        st = loopd_fixture_terminate_daemon(f);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+                g_autofree char *why = describe_status(st);
+                fixture_fail("loopd did not exit cleanly on SIGTERM: %s (a sanitizer report above "
+                             "makes it non-zero)", why);
+        }
+}
+
+void loopd_fixture_kill_daemon(LoopdFixture *f) {
+        g_assert_cmpint(f->priv->daemon_pid, >, 0);
+        kill_child(f->priv->daemon_pid);
+        crash_untrack(f, f->priv->daemon_pid);
+        f->priv->daemon_pid = 0;
+}
+
+gboolean loopd_fixture_restart_daemon(LoopdFixture *f) {
+        return loopd_fixture_start_daemon(f, (const char *const *) f->priv->daemon_args);
+}
+
+pid_t loopd_fixture_daemon_pid(LoopdFixture *f) {
+        return f->priv->daemon_pid;
+}
+
+const char *loopd_fixture_daemon_status_text(LoopdFixture *f) {
+        drain_notify(f);
+        return f->priv->daemon_status;
+}
+
+/* ---- activation ----------------------------------------------------------- */
+
+static void reload_bus_config(LoopdFixture *f) {
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GVariant) r = g_dbus_connection_call_sync(
+                f->bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "ReloadConfig",
+                NULL, NULL, G_DBUS_CALL_FLAGS_NONE, 10000, NULL, &error);
+        if (!r)
+                fixture_fail("ReloadConfig: %s", error->message);
+}
+
+void loopd_fixture_install_activation_exec(LoopdFixture *f, const char *name, const char *exec) {
+        g_autofree char *file = g_strconcat(name, ".service", NULL);
+        g_autofree char *path = g_build_filename(f->service_dir, file, NULL);
+        g_autofree char *text = g_strdup_printf("[D-BUS Service]\nName=%s\nExec=%s\nUser=root\n", name, exec);
+
+        write_file_or_fail(path, text, 0644);
+        reload_bus_config(f);
+}
+
+gboolean loopd_fixture_install_activation(LoopdFixture *f, const char *const *extra_args) {
+        const char *binary = loopd_fixture_daemon_binary();
+        const char *source = env_or("LOOPD_ACTIVATION_FILE", LOOPD_DEFAULT_ACTIVATION_FILE);
+        g_autoptr(GKeyFile) kf = g_key_file_new();
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GPtrArray) argv = NULL;
+        g_autoptr(GString) exec = g_string_new(NULL);
+        g_autofree char *setpriv = NULL, *name = NULL, *file = NULL, *path = NULL, *text = NULL;
+
+        if (!binary) {
+                g_test_skip("LOOPD_BINARY is not set or missing: no daemon to activate");
+                f->skipped = TRUE;
+                return FALSE;
+        }
+        if (!g_key_file_load_from_file(kf, source, G_KEY_FILE_KEEP_COMMENTS, &error))
+                fixture_fail("activation file %s: %s", source, error->message);
+        name = g_key_file_get_string(kf, "D-BUS Service", "Name", &error);
+        if (!name)
+                fixture_fail("activation file %s: %s", source, error->message);
+
+        /* dbus-daemon's babysitter exits with the bus, and setpriv makes
+         * that (and so the test's death) kill loopd. */
+        setpriv = find_program(NULL, (const char *const[]) { "setpriv", NULL });
+        if (!setpriv)
+                fixture_fail("setpriv (util-linux) is missing");
+        g_string_append_printf(exec, "%s --pdeathsig=KILL --", setpriv);
+        argv = daemon_argv(f, binary, extra_args);
+        for (guint i = 0; i < argv->len && argv->pdata[i]; i++) {
+                g_autofree char *q = g_shell_quote(argv->pdata[i]);
+                g_string_append_printf(exec, " %s", q);
+        }
+
+        g_key_file_set_string(kf, "D-BUS Service", "Exec", exec->str);
+        text = g_key_file_to_data(kf, NULL, NULL);
+        file = g_strconcat(name, ".service", NULL); /* a system bus insists on Name.service */
+        path = g_build_filename(f->service_dir, file, NULL);
+        write_file_or_fail(path, text, 0644);
+        reload_bus_config(f);
+        return TRUE;
+}
+
+gboolean loopd_fixture_stop_name_owner(LoopdFixture *f, const char *name) {
+        pid_t pid = loopd_fixture_name_owner_pid(f, name);
+        guint64 start;
+        gint64 deadline;
+
+        /* Nobody, or the test's own connection (it cannot SIGTERM itself). */
+        if (pid <= 0 || pid == getpid())
+                return FALSE;
+        g_assert_cmpint(pid, !=, f->priv->daemon_pid); /* ours: loopd_fixture_stop_daemon() */
+        start = proc_start_time(pid);
+        crash_track(f, pid, FALSE);
+        (void) kill(pid, SIGTERM);
+
+        deadline = deadline_after(20);
+        while (pid_alive(pid, start) || !loopd_fixture_wait_name(f, name, FALSE, 0)) {
+                if (past(deadline)) {
+                        (void) kill(pid, SIGKILL);
+                        crash_untrack(f, pid);
+                        fixture_fail("%s (pid %d) did not go away within 20 s of SIGTERM", name, (int) pid);
+                }
+                g_usleep(5000);
+        }
+        crash_untrack(f, pid);
+        return TRUE;
+}
+
+/* ---- files, callers, loop devices ---------------------------------------- */
+
+char *loopd_fixture_make_image(LoopdFixture *f, const char *name, guint64 size, uid_t uid, gid_t gid, mode_t mode) {
+        char *path = g_build_filename(f->image_dir, name, NULL);
+        int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
+
+        if (fd < 0)
+                fixture_fail("creating %s: %s", path, g_strerror(errno));
+        if (ftruncate(fd, (off_t) size) < 0 || fchown(fd, uid, gid) < 0 || fchmod(fd, mode) < 0)
+                fixture_fail("preparing %s: %s", path, g_strerror(errno));
+        close(fd);
+        return path;
+}
+
+void loopd_run_result_clear(LoopdRunResult *r) {
+        g_clear_pointer(&r->out, g_free);
+        g_clear_pointer(&r->err, g_free);
+        g_clear_pointer(&r->fields, g_strfreev);
+        r->status = 0;
+}
+
+static GPtrArray *setpriv_argv(uid_t uid, gid_t gid, const char *groups, const char *const *argv) {
+        GPtrArray *a = g_ptr_array_new_with_free_func(g_free);
+
+        g_ptr_array_add(a, g_strdup("setpriv"));
+        g_ptr_array_add(a, g_strdup_printf("--reuid=%u", (unsigned) uid));
+        g_ptr_array_add(a, g_strdup_printf("--regid=%u", (unsigned) gid));
+        g_ptr_array_add(a, groups ? g_strconcat("--groups=", groups, NULL) : g_strdup("--clear-groups"));
+        /* The uid change clears PR_SET_PDEATHSIG; setpriv sets it again. */
+        g_ptr_array_add(a, g_strdup("--pdeathsig=KILL"));
+        g_ptr_array_add(a, g_strdup("--"));
+        for (; *argv; argv++)
+                g_ptr_array_add(a, g_strdup(*argv));
+        g_ptr_array_add(a, NULL);
+        return a;
+}
+
+void loopd_fixture_run_as_full(LoopdFixture *f, uid_t uid, gid_t gid, const char *groups, const char *stdin_text,
+                               const char *const *argv, LoopdRunResult *r) {
+        g_autoptr(GPtrArray) a = setpriv_argv(uid, gid, groups, argv);
+        g_autoptr(GError) error = NULL;
+        g_auto(GStrv) env = base_env(f);
+        GString *out = g_string_new(NULL), *err = g_string_new(NULL);
+        int in_fd = -1, out_fd = -1, err_fd = -1, st = 0;
+        gboolean reaped = FALSE, timed_out = FALSE;
+        gint64 deadline;
+        pid_t pid;
+
+        loopd_run_result_clear(r);
+        pid = spawn(f, (const char *const *) a->pdata, env, "/", -1, stdin_text ? &in_fd : NULL, &out_fd, &err_fd,
+                    &error);
+        if (!pid)
+                fixture_fail("running %s as %u: %s", argv[0], (unsigned) uid, error->message);
+        crash_track(f, pid, TRUE);
+
+        if (stdin_text) {
+                size_t len = strlen(stdin_text);
+                for (size_t done = 0; done < len;) {
+                        ssize_t n = write(in_fd, stdin_text + done, len - done);
+                        if (n < 0 && errno == EINTR)
+                                continue;
+                        if (n <= 0)
+                                break; /* it closed its stdin: its business */
+                        done += (size_t) n;
+                }
+                close(in_fd);
+        }
+
+        deadline = deadline_after(60);
+        while (out_fd >= 0 || err_fd >= 0) {
+                struct pollfd p[2] = { { .fd = out_fd, .events = POLLIN }, { .fd = err_fd, .events = POLLIN } };
+                char buf[4096];
+
+                if (!timed_out && past(deadline)) {
+                        timed_out = TRUE;
+                        (void) kill(pid, SIGKILL);
+                }
+                if (poll(p, 2, 100) < 0 && errno != EINTR)
+                        break;
+                for (int i = 0; i < 2; i++) {
+                        int *fd = i == 0 ? &out_fd : &err_fd;
+                        ssize_t n;
+                        if (*fd < 0 || !(p[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                                continue;
+                        n = read(*fd, buf, sizeof buf);
+                        if (n > 0)
+                                g_string_append_len(i == 0 ? out : err, buf, n);
+                        else if (n == 0 || errno != EINTR) {
+                                close(*fd);
+                                *fd = -1;
+                        }
+                }
+                /* A grandchild holding the pipes must not hang us. */
+                if (!reaped && waitpid(pid, &st, WNOHANG) == pid)
+                        reaped = TRUE;
+                if (reaped && past(deadline))
+                        break;
+        }
+        if (out_fd >= 0)
+                close(out_fd);
+        if (err_fd >= 0)
+                close(err_fd);
+        if (!reaped && !wait_child(pid, timed_out ? 5 : 60, &st)) {
+                kill_child(pid);
+                timed_out = TRUE;
+        }
+        crash_untrack(f, pid);
+
+        r->status = timed_out ? -1 : status_to_code(st);
+        r->out = g_string_free(out, FALSE);
+        r->err = g_string_free(err, FALSE);
+        {
+                g_autofree char *first = g_strndup(r->out, strcspn(r->out, "\n"));
+                r->fields = g_strsplit(first, " ", 3);
+        }
+        if (err->len && g_test_verbose())
+                g_test_message("%s as uid %u: stderr: %s", argv[0], (unsigned) uid, r->err);
+}
+
+void loopd_fixture_run_as(LoopdFixture *f, uid_t uid, gid_t gid, const char *const *argv, LoopdRunResult *r) {
+        loopd_fixture_run_as_full(f, uid, gid, NULL, NULL, argv, r);
+}
+
+const char *loopd_fixture_test_caller(void) {
+        const char *p = env_or("LOOPD_TEST_CALLER", LOOPD_DEFAULT_TEST_CALLER);
+        if (g_access(p, X_OK) < 0)
+                fixture_fail("loopd-test-caller %s: %s (is it built?)", p, g_strerror(errno));
+        return p;
+}
+
+static GPtrArray *caller_argv(va_list ap) {
+        GPtrArray *a = g_ptr_array_new();
+        const char *arg;
+
+        g_ptr_array_add(a, (gpointer) loopd_fixture_test_caller());
+        while ((arg = va_arg(ap, const char *)))
+                g_ptr_array_add(a, (gpointer) arg);
+        g_ptr_array_add(a, NULL);
+        return a;
+}
+
+void loopd_fixture_call_as(LoopdFixture *f, uid_t uid, gid_t gid, LoopdRunResult *r, ...) {
+        g_autoptr(GPtrArray) a = NULL;
+        va_list ap;
+
+        va_start(ap, r);
+        a = caller_argv(ap);
+        va_end(ap);
+        loopd_fixture_run_as(f, uid, gid, (const char *const *) a->pdata, r);
+}
+
+LoopdCaller *loopd_fixture_spawn_as(LoopdFixture *f, uid_t uid, gid_t gid, const char *const *argv) {
+        g_autoptr(GPtrArray) a = setpriv_argv(uid, gid, NULL, argv);
+        g_autoptr(GError) error = NULL;
+        g_auto(GStrv) env = base_env(f);
+        LoopdCaller *c = g_new0(LoopdCaller, 1);
+
+        c->f = f;
+        c->stdin_fd = c->stdout_fd = -1;
+        c->buf = g_string_new(NULL);
+        c->pid = spawn(f, (const char *const *) a->pdata, env, "/", -1, &c->stdin_fd, &c->stdout_fd, NULL, &error);
+        if (!c->pid)
+                fixture_fail("starting %s as %u: %s", argv[0], (unsigned) uid, error->message);
+        crash_track(f, c->pid, TRUE);
+        g_ptr_array_add(f->priv->callers, c);
+        return c;
+}
+
+LoopdCaller *loopd_fixture_spawn_caller_as(LoopdFixture *f, uid_t uid, gid_t gid, ...) {
+        g_autoptr(GPtrArray) a = NULL;
+        va_list ap;
+
+        va_start(ap, gid);
+        a = caller_argv(ap);
+        va_end(ap);
+        return loopd_fixture_spawn_as(f, uid, gid, (const char *const *) a->pdata);
+}
+
+char *loopd_caller_read_line(LoopdCaller *c) {
+        gint64 deadline = deadline_after(60);
+
+        for (;;) {
+                char *nl = strchr(c->buf->str, '\n');
+                char buf[1024];
+                struct pollfd p = { .fd = c->stdout_fd, .events = POLLIN };
+                ssize_t n;
+
+                if (nl) {
+                        char *line = g_strndup(c->buf->str, (gsize) (nl - c->buf->str));
+                        g_string_erase(c->buf, 0, nl - c->buf->str + 1);
+                        return line;
+                }
+                if (c->eof || c->stdout_fd < 0 || past(deadline))
+                        return NULL;
+                if (poll(&p, 1, 100) <= 0)
+                        continue;
+                n = read(c->stdout_fd, buf, sizeof buf);
+                if (n > 0)
+                        g_string_append_len(c->buf, buf, n);
+                else if (n == 0 || errno != EINTR)
+                        c->eof = TRUE;
+        }
+}
+
+pid_t loopd_caller_pid(LoopdCaller *c) {
+        return c->pid;
+}
+
+void loopd_caller_close_stdin(LoopdCaller *c) {
+        if (c->stdin_fd >= 0) {
+                close(c->stdin_fd);
+                c->stdin_fd = -1;
+        }
+}
+
+void loopd_caller_kill(LoopdCaller *c, int sig) {
+        if (!c->reaped)
+                (void) kill(c->pid, sig);
+}
+
+int loopd_caller_wait(LoopdCaller *c) {
+        int st;
+
+        if (c->reaped)
+                return c->status;
+        if (!wait_child(c->pid, 60, &st)) {
+                kill_child(c->pid);
+                c->status = -1;
+        } else
+                c->status = status_to_code(st);
+        c->reaped = TRUE;
+        crash_untrack(c->f, c->pid);
+        return c->status;
+}
+
+void loopd_caller_free(LoopdCaller *c) {
+        if (!c)
+                return;
+        if (!c->reaped) {
+                kill_child(c->pid);
+                crash_untrack(c->f, c->pid);
+        }
+        loopd_caller_close_stdin(c);
+        if (c->stdout_fd >= 0)
+                close(c->stdout_fd);
+        if (c->f->priv)
+                g_ptr_array_remove(c->f->priv->callers, c);
+        g_string_free(c->buf, TRUE);
+        g_free(c);
+}
+
+static gint compare_loop_names(gconstpointer a, gconstpointer b) {
+        const char *x = *(const char *const *) a, *y = *(const char *const *) b;
+        return (gint) (g_ascii_strtoull(x + strlen("/dev/loop"), NULL, 10) -
+                       g_ascii_strtoull(y + strlen("/dev/loop"), NULL, 10));
+}
+
+GPtrArray *loopd_fixture_list_loops(LoopdFixture *f) {
+        GPtrArray *loops = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(GDir) dir = g_dir_open("/sys/block", 0, NULL);
+        g_autofree char *prefix = g_strconcat(f->tmpdir, "/", NULL);
+        const char *name;
+
+        while (dir && (name = g_dir_read_name(dir))) {
+                g_autofree char *path = NULL, *backing = NULL;
+                if (!g_str_has_prefix(name, "loop"))
+                        continue;
+                path = g_build_filename("/sys/block", name, "loop", "backing_file", NULL);
+                if (!g_file_get_contents(path, &backing, NULL, NULL))
+                        continue; /* not attached */
+                if (g_str_has_prefix(backing, prefix))
+                        g_ptr_array_add(loops, g_strconcat("/dev/", name, NULL));
+        }
+        g_ptr_array_sort(loops, compare_loop_names);
+        return loops;
+}
+
+guint loopd_fixture_count_loops(LoopdFixture *f) {
+        g_autoptr(GPtrArray) loops = loopd_fixture_list_loops(f);
+        return loops->len;
+}
+
+guint loopd_fixture_detach_loops(LoopdFixture *f) {
+        return detach_loops_under(f->tmpdir);
+}
+
+/* ---- setup and teardown -------------------------------------------------- */
+
+static gboolean skip_unless_runnable(LoopdFixture *f) {
+        g_autofree char *dbus_daemon = NULL, *setpriv = NULL;
+
+        if (geteuid() != 0) {
+                g_test_skip("needs root: loop devices, setpriv to other uids, private mounts");
+                return FALSE;
+        }
+        dbus_daemon = find_program("LOOPD_DBUS_DAEMON", (const char *const[]) { "dbus-daemon", NULL });
+        if (!dbus_daemon) {
+                g_test_skip("dbus-daemon is not installed (package dbus-daemon)");
+                return FALSE;
+        }
+        setpriv = find_program(NULL, (const char *const[]) { "setpriv", NULL });
+        if (!setpriv) {
+                g_test_skip("setpriv is not installed (package util-linux)");
+                return FALSE;
+        }
+        return TRUE;
+}
+
+static void make_tmpdir(LoopdFixture *f) {
+        /* Short: the bus and notify sockets live here (sun_path is 108). */
+        const char *base = g_get_tmp_dir();
+        g_autofree char *template = NULL;
+        char *real;
+
+        if (strlen(base) > 64)
+                base = "/tmp";
+        template = g_build_filename(base, "loopd-test-XXXXXX", NULL);
+        if (!g_mkdtemp_full(template, 0755))
+                fixture_fail("mkdtemp %s: %s", template, g_strerror(errno));
+        /* mkdtemp's mode is masked by the umask: other uids must reach the
+         * bus socket and the images. */
+        if (chmod(template, 0755) < 0)
+                fixture_fail("chmod %s: %s", template, g_strerror(errno));
+        /* The kernel reports backing files by canonical path. */
+        real = realpath(template, NULL);
+        if (!real)
+                fixture_fail("realpath %s: %s", template, g_strerror(errno));
+        f->tmpdir = g_strdup(real);
+        free(real);
+}
+
+static void make_dir(const char *path, mode_t mode) {
+        if (mkdir(path, mode) < 0 || chmod(path, mode) < 0)
+                fixture_fail("mkdir %s: %s", path, g_strerror(errno));
+}
+
+void loopd_fixture_setup(LoopdFixture *f, gconstpointer data) {
+        const LoopdFixtureOptions *o = data;
+        const char *wd_env = g_getenv("LOOPD_TEST_WATCHDOG_SEC");
+        guint watchdog;
+
+        memset(f, 0, sizeof *f);
+        f->priv = g_new0(LoopdFixturePrivate, 1);
+        f->priv->crash_slot = -1;
+        f->priv->notify_fd = -1;
+        f->priv->janitor_fd = -1;
+        f->priv->callers = g_ptr_array_new();
+
+        if (!skip_unless_runnable(f)) {
+                f->skipped = TRUE;
+                return;
+        }
+        install_crash_handlers_once();
+
+        make_tmpdir(f);
+        f->priv->crash_slot = crash_register(f->tmpdir);
+        f->priv->janitor_pid = start_janitor(f->tmpdir, &f->priv->janitor_fd);
+        f->image_dir = g_build_filename(f->tmpdir, "images", NULL);
+        f->state_dir = g_build_filename(f->tmpdir, "state", NULL);
+        f->service_dir = g_build_filename(f->tmpdir, "services", NULL);
+        make_dir(f->image_dir, 0755);
+        make_dir(f->state_dir, 0700);
+        make_dir(f->service_dir, 0755);
+
+        watchdog = o && o->watchdog_sec ? o->watchdog_sec : wd_env ? (guint) atoi(wd_env) : 300;
+        g_strlcpy(watchdog_test_path, g_test_get_path() ? g_test_get_path() : "(no test)",
+                  sizeof watchdog_test_path);
+        alarm((guint) (watchdog * loopd_test_timeout_scale()));
+
+        start_bus(f);
+
+        if (o && o->start_polkit && !loopd_fixture_start_polkit(f, o->polkit_rules))
+                return;
+        if (o && o->start_daemon && !loopd_fixture_start_daemon(f, o->daemon_args))
+                return;
+}
+
+void loopd_fixture_teardown(LoopdFixture *f, gconstpointer data) {
+        guint leaked;
+
+        if (!f->priv)
+                return;
+        alarm(0);
+
+        /* Callers first, then loopd (whose exit status matters), polkitd,
+         * and the bus last: loopd must not see its bus vanish first. */
+        while (f->priv->callers->len > 0)
+                loopd_caller_free(f->priv->callers->pdata[0]);
+        if (f->priv->daemon_pid > 0)
+                loopd_fixture_stop_daemon(f);
+        if (f->bus)
+                (void) loopd_fixture_stop_name_owner(f, LOOPD_BUS_NAME); /* an activated loopd */
+        loopd_fixture_stop_polkit(f);
+        stop_bus(f);
+
+        if (f->tmpdir) {
+                leaked = loopd_fixture_detach_loops(f);
+                if (leaked > 0)
+                        g_test_message("teardown detached %u loop device(s) backed by files under %s", leaked,
+                                       f->tmpdir);
+                if (f->priv->notify_fd >= 0)
+                        close(f->priv->notify_fd);
+                if (rm_rf(f->tmpdir) < 0 || g_file_test(f->tmpdir, G_FILE_TEST_EXISTS))
+                        fixture_fail("could not remove %s", f->tmpdir);
+        }
+        if (f->priv->crash_slot >= 0)
+                crash_slots[f->priv->crash_slot].used = 0;
+        dismiss_janitor(f->priv->janitor_pid, f->priv->janitor_fd);
+
+        g_ptr_array_unref(f->priv->callers);
+        g_strfreev(f->priv->daemon_args);
+        g_free(f->priv->daemon_status);
+        g_free(f->priv->notify_path);
+        g_free(f->priv->actions_dir);
+        g_free(f->priv->rules_dir);
+        g_free(f->priv->empty_dir);
+        g_clear_pointer(&f->priv, g_free);
+        g_clear_pointer(&f->tmpdir, g_free);
+        g_clear_pointer(&f->image_dir, g_free);
+        g_clear_pointer(&f->state_dir, g_free);
+        g_clear_pointer(&f->service_dir, g_free);
+        g_clear_pointer(&f->bus_address, g_free);
+}
+
+LoopdFixture *loopd_fixture_new(const LoopdFixtureOptions *options) {
+        LoopdFixture *f = g_new0(LoopdFixture, 1);
+        loopd_fixture_setup(f, options);
+        return f;
+}
+
+void loopd_fixture_free(LoopdFixture *f) {
+        if (!f)
+                return;
+        loopd_fixture_teardown(f, NULL);
+        g_free(f);
+}
