@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <stdarg.h>
+#include <string.h>
+
+#include <systemd/sd-bus.h>
+
+#include "client-test.h"
+
+bool client_loop_attached(const char *dev) {
+        g_autofree char *p = NULL;
+        const char *name = g_str_has_prefix(dev, "/dev/") ? dev + 5 : dev;
+
+        /* /sys/block/loopN/loop exists exactly while loopN is bound. */
+        p = g_strdup_printf("/sys/block/%s/loop", name);
+        return g_file_test(p, G_FILE_TEST_IS_DIR);
+}
+
+bool client_wait_detached(const char *dev, double timeout_sec) {
+        gint64 end = g_get_monotonic_time() +
+                     (gint64) (timeout_sec * loopd_test_timeout_scale() * G_USEC_PER_SEC);
+
+        while (client_loop_attached(dev)) {
+                if (g_get_monotonic_time() > end)
+                        return false;
+                g_usleep(20 * 1000);
+        }
+        return true;
+}
+
+const char *client_loopctl(void) {
+        return LOOPCTL_BINARY;
+}
+
+void client_loopctl_as(LoopdFixture *f, uid_t uid, LoopdRunResult *r, ...) {
+        g_autoptr(GPtrArray) argv = g_ptr_array_new();
+        const char *a;
+        va_list ap;
+
+        g_ptr_array_add(argv, (char *) client_loopctl());
+        va_start(ap, r);
+        while ((a = va_arg(ap, const char *)))
+                g_ptr_array_add(argv, (char *) a);
+        va_end(ap);
+        g_ptr_array_add(argv, NULL);
+        loopd_fixture_run_as(f, uid, uid, (const char *const *) argv->pdata, r);
+}
+
+char *client_json_eval(const char *json, const char *expression) {
+        const char *python = "/usr/bin/python3";
+        g_autofree char *script = NULL, *out = NULL, *err = NULL;
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GSubprocess) p = NULL;
+
+        if (!g_file_test(python, G_FILE_TEST_IS_EXECUTABLE)) {
+                g_test_skip("no /usr/bin/python3 to parse JSON with");
+                return NULL;
+        }
+        script = g_strdup_printf("import json, sys\n"
+                                 "d = json.load(sys.stdin)\n"
+                                 "print(%s)\n", expression);
+        p = g_subprocess_new(G_SUBPROCESS_FLAGS_STDIN_PIPE | G_SUBPROCESS_FLAGS_STDOUT_PIPE |
+                             G_SUBPROCESS_FLAGS_STDERR_PIPE, &error,
+                             python, "-c", script, NULL);
+        g_assert_no_error(error);
+        g_subprocess_communicate_utf8(p, json, NULL, &out, &err, &error);
+        g_assert_no_error(error);
+        if (!g_subprocess_get_if_exited(p) || g_subprocess_get_exit_status(p) != 0)
+                g_error("not valid JSON or no %s in it: %s\n--- JSON:\n%s", expression, err, json);
+        g_strchomp(out);
+        return g_steal_pointer(&out);
+}
+
+/* ---- Bus monitor --------------------------------------------------------- */
+
+struct ClientMonitor {
+        sd_bus *bus;
+};
+
+ClientMonitor *client_monitor_new(LoopdFixture *f) {
+        g_autofree ClientMonitor *m = g_new0(ClientMonitor, 1);
+        sd_bus_message *call = NULL;
+        int r;
+
+        /* Monitor mode must be set before the connection starts, so that
+         * sd-bus hands us messages addressed to others (as busctl monitor). */
+        g_assert_cmpint(sd_bus_new(&m->bus), >=, 0);
+        g_assert_cmpint(sd_bus_set_address(m->bus, f->bus_address), >=, 0);
+        g_assert_cmpint(sd_bus_set_bus_client(m->bus, 1), >=, 0);
+        g_assert_cmpint(sd_bus_set_monitor(m->bus, 1), >=, 0);
+        g_assert_cmpint(sd_bus_start(m->bus), >=, 0);
+
+        r = sd_bus_message_new_method_call(m->bus, &call, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                           "org.freedesktop.DBus.Monitoring", "BecomeMonitor");
+        g_assert_cmpint(r, >=, 0);
+        g_assert_cmpint(sd_bus_message_append(call, "asu", 1,
+                                              "type='method_call',destination='" LOOPD_BUS_NAME "'", 0), >=, 0);
+        r = sd_bus_call(m->bus, call, 0, NULL, NULL);
+        sd_bus_message_unref(call);
+        g_assert_cmpint(r, >=, 0);
+        return g_steal_pointer(&m);
+}
+
+bool client_monitor_next_call_interactive(ClientMonitor *m, const char *member, double timeout_sec) {
+        gint64 end = g_get_monotonic_time() +
+                     (gint64) (timeout_sec * loopd_test_timeout_scale() * G_USEC_PER_SEC);
+
+        for (;;) {
+                sd_bus_message *msg = NULL;
+                int r = sd_bus_process(m->bus, &msg);
+
+                g_assert_cmpint(r, >=, 0);
+                if (msg) {
+                        bool found = sd_bus_message_is_method_call(msg, NULL, member) > 0 &&
+                                     g_strcmp0(sd_bus_message_get_destination(msg), LOOPD_BUS_NAME) == 0;
+                        bool interactive = sd_bus_message_get_allow_interactive_authorization(msg) > 0;
+
+                        sd_bus_message_unref(msg);
+                        if (found)
+                                return interactive;
+                        continue;
+                }
+                if (r > 0)
+                        continue;
+                gint64 now = g_get_monotonic_time();
+                if (now > end)
+                        g_error("the monitor saw no %s call", member);
+                g_assert_cmpint(sd_bus_wait(m->bus, (uint64_t) (end - now)), >=, 0);
+        }
+}
+
+void client_monitor_free(ClientMonitor *m) {
+        if (!m)
+                return;
+        sd_bus_flush_close_unref(m->bus);
+        g_free(m);
+}

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * Helpers of the client suite on top of LoopdFixture (tests/lib): running
+ * loopctl, reading its JSON with a real parser, waiting for the kernel.
+ */
+
+#include <stdbool.h>
+
+#include "fixture.h"
+
+/* Devices are checked in sysfs, not through loopd: the client under test
+ * must not be its own witness. */
+bool client_loop_attached(const char *dev);
+/* Polls (scaled by LOOPD_TEST_TIMEOUT_SCALE) until dev is detached. */
+bool client_wait_detached(const char *dev, double timeout_sec);
+
+/* The loopctl under test (built path, baked in by meson). */
+const char *client_loopctl(void);
+/* Runs loopctl with the arguments after r (NULL-terminated) as uid:gid,
+ * through the fixture (setpriv, the fixture's bus, stdin /dev/null). */
+void client_loopctl_as(LoopdFixture *f, uid_t uid, LoopdRunResult *r, ...) G_GNUC_NULL_TERMINATED;
+
+/*
+ * Evaluates a Python expression over the JSON text `json`, bound to `d`
+ * (e.g. "d['devices'][0]['name']"), with /usr/bin/python3's json module
+ * and returns what print() gives, without the newline. The test fails if
+ * the text is not valid JSON: a real parser judges loopctl's output.
+ * Returns NULL after g_test_skip() when /usr/bin/python3 is missing.
+ */
+char *client_json_eval(const char *json, const char *expression);
+
+/*
+ * A bus monitor (org.freedesktop.DBus.Monitoring.BecomeMonitor, root on
+ * the fixture's bus) that sees method calls to org.loopd.Loop1, so a test can
+ * check what a client put on the wire, e.g. the allow-interactive-
+ * authorization flag, independently of what polkit makes of it.
+ */
+typedef struct ClientMonitor ClientMonitor;
+ClientMonitor *client_monitor_new(LoopdFixture *f);
+/* Waits (scaled) for the next call of `member` to org.loopd.Loop1 and
+ * returns whether it carried the allow-interactive-authorization flag;
+ * fails the test on timeout. */
+bool client_monitor_next_call_interactive(ClientMonitor *m, const char *member, double timeout_sec);
+void client_monitor_free(ClientMonitor *m);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(ClientMonitor, client_monitor_free)
