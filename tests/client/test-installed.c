@@ -103,6 +103,13 @@ static void relocate_pc(const char *pc, const char *destdir, const char *dir) {
         g_assert_true(g_file_set_contents(out, text, -1, NULL));
 }
 
+static void assert_installed(const char *destdir, const char *name) {
+        g_autofree char *p = find_file(destdir, name);
+
+        if (!p)
+                g_error("%s was not installed", name);
+}
+
 /* The README's ```c block: the example users are told to build. */
 static char *readme_example(void) {
         g_autofree char *readme = g_build_filename(g_getenv("LOOPD_SOURCE_ROOT"), "client", "README.md", NULL);
@@ -140,11 +147,14 @@ static void test_installed_pkg_config_builds_and_runs(LoopdFixture *f, gconstpoi
         /* The files the issue promises. */
         pc = find_file(destdir, "loopd.pc");
         g_assert_nonnull(pc);
-        g_assert_nonnull(find_file(destdir, "libloopd.so.0"));
-        g_assert_nonnull(find_file(destdir, "libloopd-glib.so.0"));
-        g_assert_nonnull(find_file(destdir, "loopctl"));
-        g_assert_nonnull(find_file(destdir, "loopctl.1"));
-        g_assert_nonnull(find_file(destdir, "loopd.8"));
+        assert_installed(destdir, "libloopd.so.0");
+        assert_installed(destdir, "libloopd-glib.so.0");
+        assert_installed(destdir, "loopctl");
+        assert_installed(destdir, "loopctl.1");
+        assert_installed(destdir, "loopd.8");
+        assert_installed(destdir, "loopd.h");
+        assert_installed(destdir, "loopd-glib.h");
+        assert_installed(destdir, "loopd-glib-generated.h");
 
         pcdir = g_build_filename(f->tmpdir, "pkgconfig", NULL);
         g_assert_cmpint(g_mkdir(pcdir, 0755), ==, 0);
