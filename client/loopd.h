@@ -43,6 +43,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
@@ -127,8 +128,11 @@ typedef struct LoopdCreateOptions {
 
 #define LOOPD_CREATE_OPTIONS_INIT { .size = sizeof(LoopdCreateOptions) }
 
+/* Plain memset rather than the macro, so that C++ callers before C++20
+ * (no designated initializers) can use it too. */
 static inline void loopd_create_options_init(LoopdCreateOptions *opts) {
-        *opts = (LoopdCreateOptions) LOOPD_CREATE_OPTIONS_INIT;
+        memset(opts, 0, sizeof(*opts));
+        opts->size = sizeof(*opts);
 }
 
 /*

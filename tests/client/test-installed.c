@@ -202,6 +202,39 @@ static void test_installed_pkg_config_builds_and_runs(LoopdFixture *f, gconstpoi
         if (!strstr(ldd, libdir))
                 g_error("%s does not use %s:\n%s", exe, libdir, ldd);
 
+        /* The header is usable from C++ before C++20 too (extern "C", no
+         * designated initializers in what callers must call). */
+        if (*CXX_BINARY) {
+                g_autofree char *cxx_src = g_build_filename(f->tmpdir, "example.cc", NULL);
+                g_autofree char *cxx_exe = g_build_filename(f->tmpdir, "example-cxx", NULL);
+                g_autoptr(GPtrArray) cxx = g_ptr_array_new();
+
+                g_assert_true(g_file_set_contents(cxx_src,
+                        "#include <loopd.h>\n"
+                        "int main() {\n"
+                        "        LoopdCreateOptions o;\n"
+                        "        loopd_create_options_init(&o);\n"
+                        "        LoopdClient *c = nullptr;\n"
+                        "        return loopd_client_unref(c) == nullptr && o.size == sizeof(o) ? 0 : 1;\n"
+                        "}\n", -1, NULL));
+                g_ptr_array_add(cxx, CXX_BINARY);
+                g_ptr_array_add(cxx, "-std=c++17");
+                g_ptr_array_add(cxx, "-Wall");
+                g_ptr_array_add(cxx, "-pedantic");
+                g_ptr_array_add(cxx, "-Werror");
+                if (*EXTRA_CFLAGS)
+                        g_ptr_array_add(cxx, EXTRA_CFLAGS);
+                g_ptr_array_add(cxx, "-o");
+                g_ptr_array_add(cxx, cxx_exe);
+                g_ptr_array_add(cxx, cxx_src);
+                for (char **a = flagv; *a; a++)
+                        g_ptr_array_add(cxx, *a);
+                g_ptr_array_add(cxx, rpath);
+                g_ptr_array_add(cxx, NULL);
+                g_free(run_ok((const char *const *) cxx->pdata, NULL));
+                g_free(run_ok((const char *const[]) { cxx_exe, NULL }, NULL));
+        }
+
         /* And it works for a user who is not root. */
         img = loopd_fixture_make_image(f, "example.img", 1024 * 1024, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, 0600);
         {
