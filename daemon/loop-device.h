@@ -38,18 +38,24 @@ typedef struct LoopConfig {
         uint32_t flags;      /* subset of LOOP_CONFIG_FLAGS_ALLOWED */
 } LoopConfig;
 
-/* Static checks that need no file: block size, flag bits, offset+size_limit
- * overflow. -EINVAL on any failure. */
+/* Static checks that need no file: block size, flag bits, offset and
+ * size_limit each <= INT64_MAX and their sum too (the kernel would say
+ * EOVERFLOW, but only after a node is taken). -EINVAL on any failure.
+ * No alignment is required of offset or size_limit: LOOP_CONFIGURE takes any
+ * byte value and rounds the device size down to whole 512-byte sectors. */
 int loop_config_validate(const LoopConfig *c);
 
 /*
  * What a backing fd allows, checked without trusting the caller:
  * must be a regular file or a block device, open for reading (O_RDONLY or
  * O_RDWR; O_PATH and O_WRONLY are refused). An fd not open for writing forces
- * LO_FLAGS_READ_ONLY. The offset must lie before the end of the file (a
- * 0-byte device is an error) and the size limit must not reach past the end.
- * Errors: -EBADF (not an fd / O_PATH / not readable), -EINVAL (config does not
- * fit the file), -EMEDIUMTYPE (neither regular file nor block device).
+ * LO_FLAGS_READ_ONLY, and so does a read-only block device (BLKROGET) even
+ * when opened O_RDWR. The offset must lie before the end of the file, the size
+ * limit must not reach past the end, and the device must get at least one
+ * 512-byte sector (the kernel would silently make a 0-byte device).
+ * Errors: -EBADF (not an fd / O_PATH / O_WRONLY), -EINVAL (config invalid or
+ * does not fit the file), -EMEDIUMTYPE (neither regular file nor block device:
+ * directories, pipes, sockets, character devices such as /dev/null).
  * A loop device as backing is allowed (the kernel refuses cycles itself).
  */
 typedef struct LoopBacking {
@@ -75,11 +81,15 @@ int loop_control_get_free(int control_fd);
 int loop_control_add(int control_fd, int number);
 
 /* LOOP_CTL_REMOVE with a bounded retry on -EBUSY (udev probing, a late
- * closer). Blocks: ~47 ms per call in del_gendisk. -EBUSY after the last
- * attempt, -ENODEV if the node does not exist. */
+ * closer): at most LOOP_REMOVE_MAX_ATTEMPTS, jittered sleeps of 1..16 ms
+ * between them (worst case under a second). Blocks: ~47 ms per successful call
+ * in del_gendisk. -EBUSY after the last attempt, and at once when the node is
+ * bound without a pending detach (waiting would not help); -ENODEV if the node
+ * does not exist. */
 int loop_control_remove(int control_fd, uint32_t number);
 
-/* An open, bound (or at least existing) loop device. */
+/* An open, bound (or at least existing) loop device. Not locked (NOTES #10):
+ * one owner at a time; hand it between threads, do not share it. */
 typedef struct LoopDevice LoopDevice;
 
 /*
@@ -90,27 +100,41 @@ typedef struct LoopDevice LoopDevice;
  * LOOP_CREATE_MAX_ATTEMPTS times with a short, jittered backoff (NOTES #3);
  * no fd leaks on any path. Fills lo_file_name (NOTES #4). Reads every setting
  * back from the kernel and fails (detaching again) if the kernel silently
- * ignored one, except direct I/O which is dropped with *ret_dio_refused set
- * when the backing filesystem refuses it (NOTES #5).
+ * ignored one, except direct I/O which is dropped, loop_device_dio_refused()
+ * then true, when the backing file cannot do it: no O_DIRECT support, or an
+ * offset/block size off its DIO alignment (NOTES #5). The kernel never fails
+ * LOOP_CONFIGURE for DIO; it also turns DIO on by itself for an O_DIRECT fd.
  * -EAGAIN when every attempt lost a race, -ENOSPC when no node can be had.
+ * -EOPNOTSUPP when the kernel did not apply a setting (detached again);
+ * -EROFS when it made the device read-only although the fd was writable.
+ * Other LOOP_CONFIGURE errors pass through (-EINVAL e.g. for a loop cycle).
+ *
+ * The returned fd is the exclusive one: while it is open nobody can mount the
+ * device or open it O_EXCL. Keep it only as long as that is wanted; for an
+ * autoclear device, closing the last fd clears it, so loop_device_reopen()
+ * first if it must outlive this handle.
  */
 int loop_device_create(int control_fd, int backing_fd, const LoopConfig *c, LoopDevice **ret);
 
 /*
- * Open an existing loop device named by path. The path is stat()ed first;
- * anything that is not a block device of the loop major (7) or of the
- * extended-minor range with a "loop" sysfs entry is refused with -ENOTBLK
- * before it is opened (NOTES #6). Symlinks are not followed. Unbound devices
+ * Open an existing loop device named by path, O_RDONLY|O_NONBLOCK, not
+ * exclusive. The path is pinned with O_PATH|O_NOFOLLOW (which runs no driver
+ * open) and fstat()ed first; anything that is not a whole loop disk (major 7,
+ * or the extended range 259, whose sysfs name is "loopN") is refused with
+ * -ENOTBLK before it is opened (NOTES #6): partitions loopNpM included. A
+ * symlink is refused with -ELOOP. The pinned inode is then opened through
+ * /proc/self/fd, so the path cannot be swapped in between. Unbound devices
  * open fine (bound is false in the info).
  */
 int loop_device_open(const char *path, LoopDevice **ret);
 
-/* Open /dev/loop<number>. If expect_diskseq != 0, -ESTALE when the node now
- * holds another attachment. flags: O_RDONLY or O_RDWR. */
+/* Open /dev/loop<number> (not exclusive). If expect_diskseq != 0, -ESTALE
+ * when the node now holds another attachment. flags: O_RDONLY or O_RDWR, else
+ * -EINVAL. -ENOENT if there is no such node. */
 int loop_device_open_number(uint32_t number, uint64_t expect_diskseq, int flags, LoopDevice **ret);
 
 LoopDevice *loop_device_free(LoopDevice *d); /* closes, never detaches; NULL ok */
-DEFINE_POINTER_CLEANUP(LoopDevice, loop_device_free);
+DEFINE_POINTER_CLEANUP(LoopDevice, loop_device_free)
 
 uint32_t loop_device_number(const LoopDevice *d);
 int loop_device_fd(const LoopDevice *d);
@@ -119,15 +143,21 @@ uint64_t loop_device_diskseq(const LoopDevice *d);
 bool loop_device_dio_refused(const LoopDevice *d);
 
 /* A new, non-exclusive fd on the same node, O_RDONLY when the device is
- * read-only, else O_RDWR. Always O_CLOEXEC. Returns fd or -errno. */
+ * read-only, else O_RDWR. Always O_CLOEXEC. Returns fd or -errno; -ESTALE if
+ * the node holds another attachment by now, -EBADF after detach. */
 int loop_device_reopen(const LoopDevice *d);
 
 /* LOOP_SET_CAPACITY. */
 int loop_device_refresh_size(LoopDevice *d);
 
-/* LOOP_CLR_FD. Returns LOOP_DETACH_DONE when the device is unbound now,
- * LOOP_DETACH_DEFERRED when the kernel only marked it autoclear because
- * another opener still holds it (NOTES #7); -ENXIO if it was not bound. */
+/* LOOP_CLR_FD, then closes d's fd: the kernel (5.x and later) only marks the
+ * device and clears it at the last close. Returns LOOP_DETACH_DONE when the
+ * device is unbound now, LOOP_DETACH_DEFERRED when it stays bound (autoclear)
+ * because another opener still holds it (NOTES #7); it goes when they close.
+ * Either way d keeps its number/devnum/diskseq but has no fd any more
+ * (loop_device_fd() is -1; read_info/reopen/refresh/detach give -EBADF).
+ * Errors leave d as it was: -ENXIO if it was not bound, -ESTALE if the node
+ * holds another attachment than d's (never clears someone else's). */
 enum { LOOP_DETACH_DONE = 0, LOOP_DETACH_DEFERRED = 1 };
 int loop_device_detach(LoopDevice *d);
 
@@ -157,7 +187,10 @@ void loop_info_done(LoopInfo *i);
  * -ENODEV if no such node. An unbound node gives bound=false and 0. */
 int loop_info_read_sysfs(uint32_t number, LoopInfo *ret);
 
-/* Through the open fd (LOOP_GET_STATUS64 + BLKGETDISKSEQ) plus sysfs. */
+/* Through the open fd (LOOP_GET_STATUS64 + BLKGETDISKSEQ + BLKGETSIZE64 +
+ * BLKSSZGET) plus sysfs for the backing path. backing_dev/backing_ino are set
+ * (and tell a real name ending in " (deleted)" from a deleted file).
+ * -EBADF after detach. */
 int loop_device_read_info(const LoopDevice *d, LoopInfo *ret);
 
 /* Strict parse of "loopN" or "/dev/loopN" (decimal, no sign, no leading
@@ -165,5 +198,5 @@ int loop_device_read_info(const LoopDevice *d, LoopInfo *ret);
 int loop_name_parse(const char *s, uint32_t *ret);
 
 /* Every existing loop node number from /sys/block, sorted ascending.
- * *ret is malloc()ed. Returns the count or -errno. */
+ * *ret is malloc()ed (NULL when the count is 0). Returns the count or -errno. */
 int loop_list_numbers(uint32_t **ret);
