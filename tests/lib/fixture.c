@@ -75,6 +75,10 @@ struct LoopdFixturePrivate {
         GPtrArray *callers; /* LoopdCaller *, not owned */
         pid_t janitor_pid;
         int janitor_fd;
+        int lifeline_fd;      /* write end of <tmpdir>/lifeline.fifo, see lifeline.c */
+        char *lifeline_fifo;
+        char *activated_dir;  /* <tmpdir>/activated: PID.status of activated services */
+        gboolean activated_loopd;
         gboolean set_env;
 };
 
@@ -453,10 +457,12 @@ static void install_crash_handlers_once(void) {
         if (!g_once_init_enter(&done))
                 return;
 
-        /* A stack overflow must still reach the cleanup. */
-        stack_t ss = { .ss_size = 256 * 1024 };
-        ss.ss_sp = g_malloc(ss.ss_size);
-        (void) sigaltstack(&ss, NULL);
+        /* A stack overflow must still reach the cleanup. A sanitizer may
+         * have set up an alternate stack already; keep it then. */
+        static char altstack[256 * 1024] __attribute__((aligned(16)));
+        stack_t ss = { .ss_sp = altstack, .ss_size = sizeof altstack }, current;
+        if (sigaltstack(NULL, &current) == 0 && (current.ss_flags & SS_DISABLE))
+                (void) sigaltstack(&ss, NULL);
 
         for (size_t i = 0; i < G_N_ELEMENTS(sigs); i++) {
                 struct sigaction sa = {
@@ -1299,10 +1305,43 @@ static void reload_bus_config(LoopdFixture *f) {
                 fixture_fail("ReloadConfig: %s", error->message);
 }
 
+static const char *lifeline_binary(void) {
+        const char *p = env_or("LOOPD_TEST_LIFELINE", LOOPD_DEFAULT_TEST_LIFELINE);
+        if (g_access(p, X_OK) < 0)
+                fixture_fail("loopd-test-lifeline %s: %s (is it built?)", p, g_strerror(errno));
+        return p;
+}
+
+/*
+ * The Exec= prefix that ties an activated service to this test: dbus-daemon
+ * starts services through a babysitter that exits once the name is owned,
+ * so PR_SET_PDEATHSIG cannot do it; loopd-test-lifeline watches a FIFO whose
+ * only writer is this process instead, and reports the exit status.
+ */
+static char *lifeline_prefix(LoopdFixture *f) {
+        g_autofree char *bin = g_shell_quote(lifeline_binary());
+        g_autofree char *dir = g_shell_quote(f->priv->activated_dir);
+        g_autofree char *fifo = NULL;
+
+        if (f->priv->lifeline_fd < 0) {
+                f->priv->lifeline_fifo = g_build_filename(f->tmpdir, "lifeline.fifo", NULL);
+                if (mkfifo(f->priv->lifeline_fifo, 0600) < 0)
+                        fixture_fail("mkfifo %s: %s", f->priv->lifeline_fifo, g_strerror(errno));
+                /* Read-write: opening never blocks, and we are a writer. */
+                f->priv->lifeline_fd = open(f->priv->lifeline_fifo, O_RDWR | O_CLOEXEC | O_NONBLOCK);
+                if (f->priv->lifeline_fd < 0)
+                        fixture_fail("open %s: %s", f->priv->lifeline_fifo, g_strerror(errno));
+        }
+        fifo = g_shell_quote(f->priv->lifeline_fifo);
+        return g_strdup_printf("%s --status-dir=%s %s --", bin, dir, fifo);
+}
+
 void loopd_fixture_install_activation_exec(LoopdFixture *f, const char *name, const char *exec) {
         g_autofree char *file = g_strconcat(name, ".service", NULL);
         g_autofree char *path = g_build_filename(f->service_dir, file, NULL);
-        g_autofree char *text = g_strdup_printf("[D-BUS Service]\nName=%s\nExec=%s\nUser=root\n", name, exec);
+        g_autofree char *prefix = lifeline_prefix(f);
+        g_autofree char *text = g_strdup_printf("[D-BUS Service]\nName=%s\nExec=%s %s\nUser=root\n", name, prefix,
+                                                exec);
 
         write_file_or_fail(path, text, 0644);
         reload_bus_config(f);
@@ -1314,8 +1353,8 @@ gboolean loopd_fixture_install_activation(LoopdFixture *f, const char *const *ex
         g_autoptr(GKeyFile) kf = g_key_file_new();
         g_autoptr(GError) error = NULL;
         g_autoptr(GPtrArray) argv = NULL;
-        g_autoptr(GString) exec = g_string_new(NULL);
-        g_autofree char *setpriv = NULL, *name = NULL, *file = NULL, *path = NULL, *text = NULL;
+        g_autoptr(GString) exec = NULL;
+        g_autofree char *name = NULL, *file = NULL, *path = NULL, *text = NULL, *prefix = NULL;
 
         if (!binary) {
                 g_test_skip("LOOPD_BINARY is not set or missing: no daemon to activate");
@@ -1328,25 +1367,66 @@ gboolean loopd_fixture_install_activation(LoopdFixture *f, const char *const *ex
         if (!name)
                 fixture_fail("activation file %s: %s", source, error->message);
 
-        /* dbus-daemon's babysitter exits with the bus, and setpriv makes
-         * that (and so the test's death) kill loopd. */
-        setpriv = find_program(NULL, (const char *const[]) { "setpriv", NULL });
-        if (!setpriv)
-                fixture_fail("setpriv (util-linux) is missing");
-        g_string_append_printf(exec, "%s --pdeathsig=KILL --", setpriv);
+        prefix = lifeline_prefix(f);
+        exec = g_string_new(prefix);
         argv = daemon_argv(f, binary, extra_args);
         for (guint i = 0; i < argv->len && argv->pdata[i]; i++) {
                 g_autofree char *q = g_shell_quote(argv->pdata[i]);
                 g_string_append_printf(exec, " %s", q);
         }
 
+        /* Everything else (User=, SystemdService=) as installed; a bus
+         * without a <servicehelper> ignores them. */
         g_key_file_set_string(kf, "D-BUS Service", "Exec", exec->str);
         text = g_key_file_to_data(kf, NULL, NULL);
         file = g_strconcat(name, ".service", NULL); /* a system bus insists on Name.service */
         path = g_build_filename(f->service_dir, file, NULL);
         write_file_or_fail(path, text, 0644);
         reload_bus_config(f);
+        f->priv->activated_loopd = TRUE;
         return TRUE;
+}
+
+int loopd_fixture_activated_exit_status(LoopdFixture *f, pid_t pid, double timeout_sec) {
+        g_autofree char *name = g_strdup_printf("%d.status", (int) pid);
+        g_autofree char *path = g_build_filename(f->priv->activated_dir, name, NULL);
+        gint64 deadline = deadline_after(timeout_sec);
+
+        for (;;) {
+                g_autofree char *text = NULL;
+                if (g_file_get_contents(path, &text, NULL, NULL)) {
+                        (void) unlink(path);
+                        return atoi(text);
+                }
+                if (past(deadline))
+                        return -1;
+                g_usleep(5000);
+        }
+}
+
+/* Every activated loopd that exited by itself (idle exit) must have exited
+ * cleanly too; those a test consumed with
+ * loopd_fixture_activated_exit_status() are its business. */
+static void check_activated_exits(LoopdFixture *f) {
+        g_autoptr(GDir) dir = g_dir_open(f->priv->activated_dir, 0, NULL);
+        const char *name;
+
+        while (dir && (name = g_dir_read_name(dir))) {
+                g_autofree char *path = NULL, *text = NULL, *why = NULL;
+                int st;
+
+                if (!g_str_has_suffix(name, ".status") || name[0] == '.')
+                        continue;
+                path = g_build_filename(f->priv->activated_dir, name, NULL);
+                if (!g_file_get_contents(path, &text, NULL, NULL))
+                        continue;
+                st = atoi(text);
+                why = describe_status(st);
+                if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                        fixture_fail("activated loopd (pid %.*s) did not exit cleanly: %s (a sanitizer report "
+                                     "above makes it non-zero)",
+                                     (int) (strlen(name) - strlen(".status")), name, why);
+        }
 }
 
 gboolean loopd_fixture_stop_name_owner(LoopdFixture *f, const char *name) {
@@ -1721,6 +1801,7 @@ void loopd_fixture_setup(LoopdFixture *f, gconstpointer data) {
         f->priv->crash_slot = -1;
         f->priv->notify_fd = -1;
         f->priv->janitor_fd = -1;
+        f->priv->lifeline_fd = -1;
         f->priv->callers = g_ptr_array_new();
 
         if (!skip_unless_runnable(f)) {
@@ -1738,6 +1819,8 @@ void loopd_fixture_setup(LoopdFixture *f, gconstpointer data) {
         make_dir(f->image_dir, 0755);
         make_dir(f->state_dir, 0700);
         make_dir(f->service_dir, 0755);
+        f->priv->activated_dir = g_build_filename(f->tmpdir, "activated", NULL);
+        make_dir(f->priv->activated_dir, 0755);
 
         watchdog = o && o->watchdog_sec ? o->watchdog_sec : wd_env ? (guint) atoi(wd_env) : 300;
         g_strlcpy(watchdog_test_path, g_test_get_path() ? g_test_get_path() : "(no test)",
@@ -1765,8 +1848,26 @@ void loopd_fixture_teardown(LoopdFixture *f, gconstpointer data) {
                 loopd_caller_free(f->priv->callers->pdata[0]);
         if (f->priv->daemon_pid > 0)
                 loopd_fixture_stop_daemon(f);
-        if (f->bus)
-                (void) loopd_fixture_stop_name_owner(f, LOOPD_BUS_NAME); /* an activated loopd */
+        if (f->bus) {
+                /* An activated loopd: SIGTERM, and it must exit 0 like ours. */
+                pid_t activated = loopd_fixture_name_owner_pid(f, LOOPD_BUS_NAME);
+                if (loopd_fixture_stop_name_owner(f, LOOPD_BUS_NAME) && f->priv->activated_loopd) {
+                        int st = loopd_fixture_activated_exit_status(f, activated, 10);
+                        g_autofree char *why = describe_status(st);
+                        if (st == -1)
+                                fixture_fail("activated loopd (pid %d) left no exit status", (int) activated);
+                        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                                fixture_fail("activated loopd (pid %d) did not exit cleanly on SIGTERM: %s",
+                                             (int) activated, why);
+                }
+        }
+        if (f->priv->activated_loopd && f->priv->activated_dir)
+                check_activated_exits(f);
+        /* Whatever else was activated dies with its lifeline now. */
+        if (f->priv->lifeline_fd >= 0) {
+                close(f->priv->lifeline_fd);
+                f->priv->lifeline_fd = -1;
+        }
         loopd_fixture_stop_polkit(f);
         stop_bus(f);
 
@@ -1791,6 +1892,8 @@ void loopd_fixture_teardown(LoopdFixture *f, gconstpointer data) {
         g_free(f->priv->actions_dir);
         g_free(f->priv->rules_dir);
         g_free(f->priv->empty_dir);
+        g_free(f->priv->lifeline_fifo);
+        g_free(f->priv->activated_dir);
         g_clear_pointer(&f->priv, g_free);
         g_clear_pointer(&f->tmpdir, g_free);
         g_clear_pointer(&f->image_dir, g_free);

@@ -35,7 +35,7 @@
  * status (and any sanitizer report, which makes it non-zero) is seen.
  *
  * Environment read: LOOPD_BINARY (loopd; daemon tests skip without it),
- * LOOPD_TEST_CALLER (loopd-test-caller), LOOPD_BUS_POLICY,
+ * LOOPD_TEST_CALLER (loopd-test-caller), LOOPD_TEST_LIFELINE, LOOPD_BUS_POLICY,
  * LOOPD_POLKIT_POLICY, LOOPD_ACTIVATION_FILE (defaults: the source and
  * build tree this library was built from), LOOPD_TEST_WRAPPER (e.g.
  * "valgrind --error-exitcode=99 --leak-check=full", prefixed to loopd),
@@ -174,15 +174,22 @@ const char *loopd_fixture_daemon_status_text(LoopdFixture *f);
 
 /* Writes <service_dir>/org.loopd.Loop1.service from the built activation
  * file ($LOOPD_ACTIVATION_FILE) with Exec= replaced by the built loopd
- * (under `setpriv --pdeathsig=KILL`, state dir and @extra_args added) and
- * makes the bus reload it. The next call to org.loopd.Loop1 starts loopd
- * from dbus-daemon, as root. FALSE (after g_test_skip()) without loopd. */
+ * (state dir, --idle-timeout=0 unless given, @extra_args) under
+ * loopd-test-lifeline, and makes the bus reload it. The next call to
+ * org.loopd.Loop1 starts loopd from dbus-daemon, as root. Every activated
+ * instance must exit 0 (teardown SIGTERMs the running one and checks all
+ * that exited by themselves). FALSE (after g_test_skip()) without loopd. */
 gboolean loopd_fixture_install_activation(LoopdFixture *f, const char *const *extra_args);
-/* The same with any Exec= line (for self-tests with a stand-in service). */
+/* The same with any Exec= command line (for a stand-in service); no exit
+ * status is checked. */
 void loopd_fixture_install_activation_exec(LoopdFixture *f, const char *name, const char *exec);
+/* Raw wait status of the activated service that ran as @pid, once it has
+ * exited (waits up to @timeout_sec, scaled); -1 if none. Consumes it:
+ * teardown no longer checks it (for tests that kill -9 on purpose). */
+int loopd_fixture_activated_exit_status(LoopdFixture *f, pid_t pid, double timeout_sec);
 /* SIGTERMs whoever owns @name (activated, so not our child) and waits
  * until it left the bus and its process is gone. Teardown does this for
- * org.loopd.Loop1 by itself. Returns FALSE if nobody owned @name. */
+ * org.loopd.Loop1 by itself. FALSE if nobody (or the test itself) owned it. */
 gboolean loopd_fixture_stop_name_owner(LoopdFixture *f, const char *name);
 
 /* ---- the bus ------------------------------------------------------------ */
