@@ -68,3 +68,7 @@ static inline int streq_ptr(const char *a, const char *b) {
                 return a == b;
         return strcmp(a, b) == 0;
 }
+
+static inline const char *strempty(const char *s) {
+        return s ? s : "";
+}

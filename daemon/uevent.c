@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
+#include <linux/netlink.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "loop-device.h"
+#include "uevent.h"
+
+struct UeventMonitor {
+        int fd;
+        sd_event_source *source;
+        uevent_handler_t handler;
+        void *userdata;
+};
+
+int uevent_parse(const char *buf, size_t len, uint32_t *number, const char **action) {
+        const char *act = NULL, *subsystem = NULL, *devtype = NULL, *devname = NULL;
+        size_t off;
+
+        /* "ACTION@DEVPATH\0KEY=VALUE\0..." from the kernel. udev's own
+         * "libudev" messages start differently and never reach group 1. */
+        off = strnlen(buf, len);
+        if (off == len || !memchr(buf, '@', off))
+                return -EINVAL;
+        for (off++; off < len;) {
+                const char *kv = buf + off;
+                size_t n = strnlen(kv, len - off);
+                if (n == len - off)
+                        break; /* unterminated tail: ignore */
+                if (strncmp(kv, "ACTION=", 7) == 0)
+                        act = kv + 7;
+                else if (strncmp(kv, "SUBSYSTEM=", 10) == 0)
+                        subsystem = kv + 10;
+                else if (strncmp(kv, "DEVTYPE=", 8) == 0)
+                        devtype = kv + 8;
+                else if (strncmp(kv, "DEVNAME=", 8) == 0)
+                        devname = kv + 8;
+                off += n + 1;
+        }
+        if (!act || !subsystem || !devname)
+                return -EINVAL;
+        if (strcmp(subsystem, "block") != 0 || (devtype && strcmp(devtype, "disk") != 0))
+                return 0;
+        if (loop_name_parse(devname, number) < 0)
+                return 0;
+        *action = act;
+        return 1;
+}
+
+static int on_uevent(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        UeventMonitor *m = userdata;
+
+        for (;;) {
+                char buf[8192];
+                struct sockaddr_nl sa = { 0 };
+                struct iovec iov = { buf, sizeof(buf) - 1 };
+                struct msghdr mh = { .msg_name = &sa, .msg_namelen = sizeof(sa), .msg_iov = &iov, .msg_iovlen = 1 };
+                uint32_t number;
+                const char *action;
+                ssize_t n;
+
+                n = recvmsg(fd, &mh, MSG_DONTWAIT);
+                if (n < 0) {
+                        if (errno == EAGAIN || errno == EINTR)
+                                return 0;
+                        if (errno == ENOBUFS) {
+                                /* We lost events: let the handler resync everything. */
+                                m->handler(UINT32_MAX, "overflow", m->userdata);
+                                continue;
+                        }
+                        return 0;
+                }
+                /* Only the kernel (port 0) may tell us about devices. */
+                if (sa.nl_pid != 0 || (mh.msg_flags & MSG_TRUNC))
+                        continue;
+                buf[n] = 0;
+                if (uevent_parse(buf, (size_t) n, &number, &action) == 1)
+                        m->handler(number, action, m->userdata);
+        }
+}
+
+int uevent_monitor_new(sd_event *e, uevent_handler_t handler, void *userdata, UeventMonitor **ret) {
+        struct sockaddr_nl sa = { .nl_family = AF_NETLINK, .nl_groups = 1 };
+        _cleanup_(closep) int fd = -1;
+        UeventMonitor *m;
+        int sz = 4 * 1024 * 1024, r;
+
+        fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_KOBJECT_UEVENT);
+        if (fd < 0)
+                return negative_errno();
+        /* A create storm makes many events; a large buffer avoids ENOBUFS
+         * (which we survive with a full resync anyway). SO_RCVBUFFORCE
+         * needs CAP_NET_ADMIN, which the unit does not grant. */
+        (void) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+        if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
+                return negative_errno();
+
+        m = calloc(1, sizeof(*m));
+        if (!m)
+                return -ENOMEM;
+        m->handler = handler;
+        m->userdata = userdata;
+        r = sd_event_add_io(e, &m->source, fd, EPOLLIN, on_uevent, m);
+        if (r < 0) {
+                free(m);
+                return r;
+        }
+        m->fd = TAKE_FD(fd);
+        *ret = m;
+        return 0;
+}
+
+UeventMonitor *uevent_monitor_free(UeventMonitor *m) {
+        if (!m)
+                return NULL;
+        sd_event_source_disable_unref(m->source);
+        safe_close(m->fd);
+        free(m);
+        return NULL;
+}
