@@ -363,9 +363,13 @@ static void test_list_table_and_json(LoopdFixture *f, gconstpointer data) {
                 for (char **w = cols; *w; w++)
                         if (**w)
                                 g_ptr_array_add(c, *w);
+                /* Other tests' and other people's devices may be listed too,
+                 * with spaces in their file names: judge only ours. */
+                if (!g_str_equal(c->pdata[0], a) && !g_str_equal(c->pdata[0], b))
+                        continue;
                 g_assert_cmpuint(c->len, ==, 9);
-                /* Columns are aligned: every row as long as the header. */
-                g_assert_cmpuint(strlen(*l), <=, strlen(lines[0]) + 64);
+                /* Aligned: the backing file starts where its header does. */
+                g_assert_true(g_str_has_prefix(*l + (strstr(lines[0], "BACK-FILE") - lines[0]), c->pdata[5]));
                 if (g_str_equal(c->pdata[0], a)) {
                         seen_a = true;
                         g_assert_cmpstr(c->pdata[2], ==, "0");
