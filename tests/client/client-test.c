@@ -16,11 +16,42 @@ bool client_loop_attached(const char *dev) {
         return g_file_test(p, G_FILE_TEST_IS_DIR);
 }
 
-bool client_wait_detached(const char *dev, double timeout_sec) {
+uint64_t client_loop_diskseq(const char *dev) {
+        g_autofree char *p = NULL, *text = NULL;
+        const char *name = g_str_has_prefix(dev, "/dev/") ? dev + 5 : dev;
+
+        if (!client_loop_attached(dev))
+                return 0;
+        p = g_strdup_printf("/sys/block/%s/diskseq", name);
+        if (!g_file_get_contents(p, &text, NULL, NULL))
+                return 0;
+        return g_ascii_strtoull(text, NULL, 10);
+}
+
+uint64_t client_object_diskseq(const char *object_path) {
+        const char *u = strrchr(object_path, '_');
+
+        return u ? g_ascii_strtoull(u + 1, NULL, 10) : 0;
+}
+
+bool client_wait_gone(const char *dev, uint64_t diskseq, double timeout_sec) {
         gint64 end = g_get_monotonic_time() +
                      (gint64) (timeout_sec * loopd_test_timeout_scale() * G_USEC_PER_SEC);
 
-        while (client_loop_attached(dev)) {
+        g_assert_cmpuint(diskseq, >, 0);
+        while (client_loop_diskseq(dev) == diskseq) {
+                if (g_get_monotonic_time() > end)
+                        return false;
+                g_usleep(20 * 1000);
+        }
+        return true;
+}
+
+bool client_wait_no_loops(LoopdFixture *f, double timeout_sec) {
+        gint64 end = g_get_monotonic_time() +
+                     (gint64) (timeout_sec * loopd_test_timeout_scale() * G_USEC_PER_SEC);
+
+        while (loopd_fixture_count_loops(f) > 0) {
                 if (g_get_monotonic_time() > end)
                         return false;
                 g_usleep(20 * 1000);

@@ -7,14 +7,27 @@
  */
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "fixture.h"
 
 /* Devices are checked in sysfs, not through loopd: the client under test
  * must not be its own witness. */
 bool client_loop_attached(const char *dev);
-/* Polls (scaled by LOOPD_TEST_TIMEOUT_SCALE) until dev is detached. */
-bool client_wait_detached(const char *dev, double timeout_sec);
+/* The kernel's diskseq of dev's current attachment; 0 when not attached. */
+uint64_t client_loop_diskseq(const char *dev);
+/* The diskseq in a device object path ".../loopN_S"; 0 if there is none. */
+uint64_t client_object_diskseq(const char *object_path);
+/*
+ * Polls (scaled by LOOPD_TEST_TIMEOUT_SCALE) until the attachment of dev
+ * with `diskseq` is gone. "loopN is not attached" is not the test: the
+ * kernel hands a freed number to the next attach, so a parallel test may
+ * own loopN again a moment later; the diskseq names one attachment only.
+ */
+bool client_wait_gone(const char *dev, uint64_t diskseq, double timeout_sec);
+/* Polls until no loop device is backed by a file under f->tmpdir: exactly
+ * this test's devices, whatever numbers they had. */
+bool client_wait_no_loops(LoopdFixture *f, double timeout_sec);
 
 /* The loopctl under test (built path, baked in by meson). */
 const char *client_loopctl(void);
