@@ -651,6 +651,41 @@ static void test_unprivileged_errors_map_to_errno(LoopdFixture *f, gconstpointer
         assert_ok(c, loopd_device_remove(c, roots));
 }
 
+static void as_nobody_call_times_out(LoopdFixture *f, void *userdata) {
+        _client_ LoopdClient *c = new_client();
+        g_autofree char *version = NULL;
+        gint64 start;
+        int fd, r;
+
+        /* polkit is stopped: the daemon waits for it (up to its own 25 s),
+         * our 300 ms run out first. */
+        loopd_client_set_timeout(c, 300 * 1000);
+        fd = open(userdata, O_RDWR | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+        start = g_get_monotonic_time();
+        r = loopd_create(c, fd, NULL, NULL, NULL);
+        g_assert_cmpint(r, ==, -ETIMEDOUT);
+        g_assert_nonnull(loopd_client_last_error_message(c));
+        g_assert_cmpint(g_get_monotonic_time() - start, <, 20 * G_USEC_PER_SEC);
+        close(fd);
+
+        /* 0 is sd-bus's default again; calls that need no polkit still work. */
+        loopd_client_set_timeout(c, 0);
+        assert_ok(c, loopd_get_version(c, &version));
+}
+
+static void test_timeout_is_honoured(LoopdFixture *f, gconstpointer data) {
+        g_autofree char *path = NULL;
+
+        LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
+        path = loopd_fixture_make_image(f, "slow.img", 1 * MIB, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, 0600);
+        loopd_fixture_hang_polkit(f);
+        run_as_nobody(f, as_nobody_call_times_out, path);
+        loopd_fixture_resume_polkit(f);
+        /* The daemon still gets polkit's yes and attaches the device; the
+         * caller is gone, and so it stays until teardown detaches it. */
+}
+
 static void test_interactive_flag_on_the_wire(LoopdFixture *f, gconstpointer data) {
         g_autoptr(ClientMonitor) monitor = NULL;
         _client_ LoopdClient *c = NULL;
@@ -905,6 +940,7 @@ int main(int argc, char **argv) {
         ADD("/libloopd/errors/options-struct-versioning", test_options_struct_versioning, &daemon_only);
         ADD("/libloopd/errors/daemon-errors-map-to-errno", test_daemon_errors_map_to_errno, &daemon_only);
         ADD("/libloopd/errors/unprivileged-errors-map-to-errno", test_unprivileged_errors_map_to_errno, &with_polkit);
+        ADD("/libloopd/client/timeout-is-honoured", test_timeout_is_honoured, &with_polkit);
         ADD("/libloopd/client/interactive-flag-on-the-wire", test_interactive_flag_on_the_wire, &daemon_only);
         ADD("/libloopd/client/from-callers-bus", test_client_from_callers_bus, &daemon_only);
         ADD("/libloopd/async/create-and-remove", test_async_create_and_remove, &daemon_only);

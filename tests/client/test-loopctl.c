@@ -572,6 +572,26 @@ static void test_with_forwards_sigterm(LoopdFixture *f, gconstpointer data) {
         g_assert_cmpint(kill(pid, 0), ==, -1);
 }
 
+static void test_with_reports_a_failed_removal(LoopdFixture *f, gconstpointer data) {
+        g_autofree char *img = NULL, *line = NULL;
+        g_autoptr(LoopdCaller) c = NULL;
+
+        LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
+        img = loopd_fixture_make_image(f, "with-nodaemon.img", 1 * MIB, 0, 0, 0644);
+        /* CMD waits for its stdin (loopctl's, a pipe from us) to close. */
+        c = loopd_fixture_spawn_as(f, 0, 0, (const char *const[]) {
+                client_loopctl(), "with", img, "--", "sh", "-c", "echo \"$LOOP_DEVICE\"; cat >/dev/null", NULL });
+        line = loopd_caller_read_line(c);
+        g_assert_nonnull(line);
+        g_assert_true(g_str_has_prefix(line, "/dev/loop"));
+
+        /* With the daemon gone, CMD succeeds but loopctl cannot remove the
+         * device: that must not look like success. */
+        (void) loopd_fixture_terminate_daemon(f);
+        loopd_caller_close_stdin(c);
+        g_assert_cmpint(loopd_caller_wait(c), ==, 1);
+}
+
 /* ---- unprivileged callers and polkit --------------------------------------- */
 
 static void test_unprivileged_user_roundtrip(LoopdFixture *f, gconstpointer data) {
@@ -743,6 +763,7 @@ int main(int argc, char **argv) {
         ADD("/loopctl/with/runs-command-and-removes", test_with_runs_command_and_removes, &daemon_only);
         ADD("/loopctl/with/exit-statuses", test_with_exit_statuses, &daemon_only);
         ADD("/loopctl/with/killed-loopctl-leaves-cleanup-to-daemon", test_with_killed_loopctl_leaves_cleanup_to_daemon, &daemon_only);
+        ADD("/loopctl/with/reports-a-failed-removal", test_with_reports_a_failed_removal, &daemon_only);
         ADD("/loopctl/with/forwards-sigterm", test_with_forwards_sigterm, &daemon_only);
         ADD("/loopctl/unprivileged-user-roundtrip", test_unprivileged_user_roundtrip, &with_polkit);
         ADD("/loopctl/not-authorized-exit-3", test_not_authorized_exit_3, &with_polkit);
