@@ -331,8 +331,13 @@ static void create_with_fd(Operation *op) {
         char owner[16];
         int r;
 
-        r = devices_check_backing(op->backing_fd, &op->opts.config, &backing,
-                                  op->backing_path ? NULL : &op->backing_path);
+        /* polkit sees the file the fd is, never the caller's string: a rule by
+         * path prefix would otherwise allow "/allowed/../elsewhere" or a
+         * symlink placed under the prefix (CreateFromPath opens as the caller,
+         * following both). */
+        free(op->backing_path);
+        op->backing_path = NULL;
+        r = devices_check_backing(op->backing_fd, &op->opts.config, &backing, &op->backing_path);
         if (r < 0) {
                 reply_errno(op->msg, r, "The backing file");
                 return;
@@ -616,7 +621,12 @@ static int manage(Context *c, sd_bus_message *m, Device *d, OpKind kind, sd_bus_
         /* Owners manage their own devices without asking anyone. */
         if (uid != 0 && d->owner != uid) {
                 char owner[16];
-                snprintf(owner, sizeof(owner), "%d", d->owner == UID_INVALID ? -1 : (int) d->owner);
+                /* "none" for a device not created through loopd, as the policy
+                 * file documents to rule writers. */
+                if (d->owner == UID_INVALID)
+                        snprintf(owner, sizeof(owner), "none");
+                else
+                        snprintf(owner, sizeof(owner), "%u", (unsigned) d->owner);
                 const char *details[] = {
                         "device", d->info.path,
                         "backing_file", strempty(d->info.backing_file),
