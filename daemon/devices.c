@@ -84,8 +84,10 @@ size_t devices_count(Devices *ds) {
 
 size_t devices_count_owned(Devices *ds, uid_t uid) {
         size_t n = 0, i = 0;
+        /* A device whose removal the kernel deferred to its last close is
+         * on its way out: it does not count against its owner any more. */
         for (Device *d; (d = devices_next(ds, &i));)
-                if (d->owner == uid)
+                if (d->owner == uid && !d->detach_pending)
                         n++;
         return n;
 }
@@ -427,8 +429,10 @@ int devices_remove(Devices *ds, Device *d) {
         if (r == LOOP_DETACH_DONE) {
                 device_drop(ds, d, true);
                 node_pool_kick(ds->pool);
-        } else
+        } else {
+                d->detach_pending = true;
                 devices_sync(ds, d->number); /* autoclear is set now */
+        }
         return r;
 }
 

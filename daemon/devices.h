@@ -27,6 +27,7 @@ typedef struct Device {
         uint64_t diskseq;
         uid_t owner;         /* UID_INVALID: not created through loopd */
         char *bound_to;      /* unique bus name of the creator, or NULL */
+        bool detach_pending; /* Remove was deferred by the kernel to the last close */
         LoopInfo info;       /* as last read from the kernel */
         char object_path[sizeof(DEVICE_OBJECT_PREFIX) + 48];
         void *bus_data;      /* the bus layer's (name watch); freed by it in .removed */
