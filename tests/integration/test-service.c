@@ -1097,8 +1097,139 @@ static void setup_daemon(LoopdFixture *f, gconstpointer data) {
         loopd_fixture_setup(f, &daemon_opts);
 }
 
+/* busctl's --json=short reply of a call: the strings of "data", in order. */
+static GStrv busctl_json_strings(const char *json) {
+        g_autoptr(GRegex) data_re = g_regex_new("\"data\":\\[(.*)\\]", 0, 0, NULL);
+        g_autoptr(GRegex) str_re = g_regex_new("\"([^\"]*)\"", 0, 0, NULL);
+        g_autoptr(GMatchInfo) m = NULL, sm = NULL;
+        g_autoptr(GStrvBuilder) b = g_strv_builder_new();
+        g_autofree char *inner = NULL;
+
+        if (!g_regex_match(data_re, json, 0, &m))
+                g_error("busctl --json=short printed no data: %s", json);
+        inner = g_match_info_fetch(m, 1);
+        for (g_regex_match(str_re, inner, 0, &sm); g_match_info_matches(sm); g_match_info_next(sm, NULL)) {
+                g_autofree char *s = g_match_info_fetch(sm, 1);
+                g_strv_builder_add(b, s);
+        }
+        return g_strv_builder_end(b);
+}
+
 static void test_scripts_drive_it_with_busctl_and_gdbus(LoopdFixture *f, gconstpointer data) {
+        g_autofree char *img = NULL, *out = NULL, *err = NULL, *script = NULL;
+        g_auto(GStrv) created = NULL, opened = NULL;
+        g_auto(KernelLoop) k = { 0 };
+        g_autoptr(GVariant) reply = NULL;
+        const char *gd_obj, *gd_dev;
+        gint32 handle;
+        guint32 number;
+
         LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
+        img = make_image(f, "script.img", 4 * MiB);
+
+        /* busctl: CreateFromPath (it cannot send fds), read-only. */
+        {
+                const char *argv[] = { "busctl", "--json=short", "call", LOOPD_BUS_NAME, LOOPD_MANAGER_PATH,
+                                       LOOPD_MANAGER_INTERFACE, "CreateFromPath", "sa{sv}", img, "1", "read-only",
+                                       "b", "true", NULL };
+                g_assert_cmpint(run_command(argv, &out, &err), ==, 0);
+        }
+        created = busctl_json_strings(out);
+        g_assert_cmpuint(g_strv_length(created), ==, 2); /* o, s; the fd is null in JSON */
+        number = loop_number_of(created[1]);
+        g_assert_true(kernel_loop_read(number, &k));
+        g_assert_cmpstr(k.backing_file, ==, img);
+        g_assert_true(k.read_only);
+        g_clear_pointer(&out, g_free);
+        g_clear_pointer(&err, g_free);
+
+        /* Open by name gives the same object. */
+        {
+                g_autofree char *name = g_strdup_printf("loop%u", number);
+                const char *argv[] = { "busctl", "--json=short", "call", LOOPD_BUS_NAME, LOOPD_MANAGER_PATH,
+                                       LOOPD_MANAGER_INTERFACE, "Open", "s", name, NULL };
+                g_assert_cmpint(run_command(argv, &out, &err), ==, 0);
+        }
+        opened = busctl_json_strings(out);
+        g_assert_cmpuint(g_strv_length(opened), ==, 1);
+        g_assert_cmpstr(opened[0], ==, created[0]);
+        g_clear_pointer(&out, g_free);
+        g_clear_pointer(&err, g_free);
+
+        /* tree shows it; introspect shows the Device interface with its members. */
+        {
+                const char *argv[] = { "busctl", "tree", LOOPD_BUS_NAME, NULL };
+                g_assert_cmpint(run_command(argv, &out, &err), ==, 0);
+                g_assert_nonnull(strstr(out, created[0]));
+                g_clear_pointer(&out, g_free);
+                g_clear_pointer(&err, g_free);
+        }
+        {
+                const char *argv[] = { "busctl", "introspect", LOOPD_BUS_NAME, created[0], NULL };
+                g_assert_cmpint(run_command(argv, &out, &err), ==, 0);
+                g_assert_nonnull(strstr(out, LOOPD_DEVICE_INTERFACE));
+                g_assert_nonnull(strstr(out, ".OwnerUID"));
+                g_assert_nonnull(strstr(out, ".Remove"));
+                g_clear_pointer(&out, g_free);
+                g_clear_pointer(&err, g_free);
+        }
+        {
+                const char *argv[] = { "busctl", "--json=short", "get-property", LOOPD_BUS_NAME, created[0],
+                                       LOOPD_DEVICE_INTERFACE, "ReadOnly", NULL };
+                g_assert_cmpint(run_command(argv, &out, &err), ==, 0);
+                g_assert_nonnull(strstr(out, "\"data\":true"));
+                g_clear_pointer(&out, g_free);
+                g_clear_pointer(&err, g_free);
+        }
+
+        /* A mistake is a failed command with words a person can act on. */
+        {
+                const char *argv[] = { "busctl", "call", LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
+                                       "Remove", "s", "sda", NULL };
+                g_assert_cmpint(run_command(argv, &out, &err), !=, 0);
+                g_assert_nonnull(strstr(err, "not a loop device"));
+                g_clear_pointer(&out, g_free);
+                g_clear_pointer(&err, g_free);
+        }
+
+        /* Remove. */
+        {
+                const char *argv[] = { "busctl", "call", LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
+                                       "Remove", "s", created[1], NULL };
+                g_assert_cmpint(run_command(argv, &out, &err), ==, 0);
+                g_assert_false(kernel_loop_attached(number));
+                g_clear_pointer(&out, g_free);
+                g_clear_pointer(&err, g_free);
+        }
+
+        /* gdbus passes the backing file as an fd: 'handle 0' is its stdin,
+         * opened read-write (0<>; a plain < gives a read-only device). */
+        script = g_strdup_printf("exec gdbus call --system --dest %s --object-path %s --method %s.Create "
+                                 "'handle 0' \"{'autoclear': <false>}\" 0<>'%s'",
+                                 LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, img);
+        {
+                const char *argv[] = { "sh", "-c", script, NULL };
+                g_assert_cmpint(run_command(argv, &out, &err), ==, 0);
+        }
+        reply = g_variant_parse(G_VARIANT_TYPE("(osh)"), out, NULL, NULL, NULL);
+        if (!reply)
+                g_error("gdbus printed: %s", out);
+        g_variant_get(reply, "(&o&sh)", &gd_obj, &gd_dev, &handle);
+        number = loop_number_of(gd_dev);
+        kernel_loop_clear(&k);
+        /* gdbus has exited (closing the device fd): a non-autoclear device stays. */
+        g_assert_true(kernel_loop_read(number, &k));
+        g_assert_cmpstr(k.backing_file, ==, img);
+        g_assert_false(k.read_only);
+        g_clear_pointer(&out, g_free);
+        g_clear_pointer(&err, g_free);
+        {
+                g_autofree char *method = g_strconcat(LOOPD_DEVICE_INTERFACE, ".Remove", NULL);
+                const char *argv[] = { "gdbus", "call", "--system", "--dest", LOOPD_BUS_NAME, "--object-path", gd_obj,
+                                       "--method", method, NULL };
+                g_assert_cmpint(run_command(argv, &out, &err), ==, 0);
+        }
+        g_assert_false(kernel_loop_attached(number));
 }
 
 int main(int argc, char **argv) {
