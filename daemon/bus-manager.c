@@ -156,6 +156,11 @@ static int set_errno_error(sd_bus_error *error, int r, const char *what) {
                 return bus_error_setf(error, DBUS_ERROR_FAILED,
                                       "The kernel did not apply the requested settings (block size, size "
                                       "limit or partscan); nothing was attached.");
+        case DEVICES_ERROR_STATE_DIR:
+                return bus_error_setf(error, DBUS_ERROR_FAILED,
+                                      "loopd cannot record the new device's owner: its state directory is full, "
+                                      "read-only or gone; nothing was attached. An administrator must free space "
+                                      "there (or make it writable) and try again.");
         case -EACCES:
         case -EPERM:
                 return bus_error_setf(error, DBUS_ERROR_ACCESS_DENIED, "Permission denied for %s.", what);

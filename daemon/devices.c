@@ -343,6 +343,13 @@ int devices_check_backing(int backing_fd, const LoopConfig *c, LoopBacking *ret,
         return 0;
 }
 
+static int state_dir_error(int r) {
+        if (r == -ENOMEM || r == -EINVAL)
+                return r;
+        fprintf(stderr, "loopd: cannot write an owner record to the state directory: %s\n", strerror(-r));
+        return DEVICES_ERROR_STATE_DIR;
+}
+
 int devices_create(Devices *ds, int backing_fd, const LoopConfig *c, uid_t owner, const char *bound_to,
                    Device **ret, int *ret_fd) {
         _cleanup_(loop_device_freep) LoopDevice *ld = NULL;
@@ -364,14 +371,21 @@ int devices_create(Devices *ds, int backing_fd, const LoopConfig *c, uid_t owner
                            .uid = owner, .bound_to = (char *) bound_to };
         r = owner_store_put_intent(ds->store, &it, &intent);
         if (r < 0)
-                return r;
+                return state_dir_error(r);
 
         r = loop_device_create(ds->control_fd, backing_fd, c, &ld);
         if (r < 0)
                 goto fail;
-        r = loop_device_read_info(ld, &info);
+        /* sysfs, plus the identity we took with statx: LOOP_GET_STATUS64
+         * would stat the backing file again, and on FUSE that asks the
+         * caller's file server (which could stall us). */
+        r = loop_info_read_sysfs(loop_device_number(ld), &info);
+        if (r >= 0 && (!info.bound || info.diskseq != loop_device_diskseq(ld)))
+                r = -EIO;
         if (r < 0)
                 goto fail_detach;
+        info.backing_dev = backing.st_dev;
+        info.backing_ino = backing.st_ino;
         /* The caller's fd first, then ours closes: an autoclear device must
          * never be without an opener in between. */
         fd = loop_device_reopen(ld);
@@ -382,8 +396,10 @@ int devices_create(Devices *ds, int backing_fd, const LoopConfig *c, uid_t owner
         OwnerRecord rec = { .number = info.number, .diskseq = info.diskseq, .uid = owner,
                             .bound_to = (char *) bound_to };
         r = owner_store_put(ds->store, &rec);
-        if (r < 0)
+        if (r < 0) {
+                r = state_dir_error(r);
                 goto fail_detach;
+        }
         (void) owner_store_drop_intent(ds->store, intent);
 
         /* A stale entry for this number (a uevent we have not read yet). */

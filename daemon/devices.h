@@ -84,6 +84,13 @@ int devices_check_backing(int backing_fd, const LoopConfig *c, LoopBacking *ret,
 int devices_create(Devices *ds, int backing_fd, const LoopConfig *c, uid_t owner, const char *bound_to,
                    Device **ret, int *ret_fd);
 
+/* devices_create's answer when the owner records cannot be written (the
+ * state directory is full, read-only or gone): nothing was attached. A
+ * distinct code, because the store's own errno (ENOSPC, EROFS) would read
+ * as "no free loop device" or "read-only backing file" at the bus edge.
+ * The store's errno goes to stderr. */
+#define DEVICES_ERROR_STATE_DIR (-ENOLCK)
+
 /* Detach. Returns LOOP_DETACH_DONE (the Device is gone: removed emitted,
  * the pointer is invalid) or LOOP_DETACH_DEFERRED (the kernel waits for the
  * last opener; the Device stays until then). -ESTALE/-ENXIO if it went. */

@@ -335,8 +335,21 @@ int loop_backing_check(int backing_fd, const LoopConfig *c, LoopBacking *ret, ui
                 return -EBADF;
         }
 
-        if (fstat(backing_fd, &st) < 0)
+        /* statx with AT_STATX_DONT_SYNC, not fstat: on FUSE (and NFS) a plain
+         * stat may ask the file server, and a FUSE server run by the caller
+         * could then stall the daemon forever. The cached attributes are what
+         * the kernel itself sizes the device from (i_size). */
+        struct statx stx;
+        if (statx(backing_fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC,
+                  STATX_TYPE | STATX_MODE | STATX_UID | STATX_INO | STATX_SIZE, &stx) < 0)
                 return negative_errno();
+        st = (struct stat) {
+                .st_dev = makedev(stx.stx_dev_major, stx.stx_dev_minor),
+                .st_ino = stx.stx_ino,
+                .st_mode = stx.stx_mode,
+                .st_uid = stx.stx_uid,
+                .st_size = (off_t) stx.stx_size,
+        };
         if (S_ISREG(st.st_mode)) {
                 if (st.st_size < 0)
                         return -EINVAL;
@@ -530,16 +543,21 @@ static void fill_file_name(int backing_fd, uint8_t name[LO_NAME_SIZE]) {
  * (systemd's loop-util verifies the same way); nothing guarantees a future
  * kernel will not drop a setting silently again. */
 static int verify_configured(int fd, uint32_t number, const struct loop_config *cfg, bool *dio_refused) {
-        struct loop_info64 info = { 0 };
+        _cleanup_(loop_info_done) LoopInfo sys = { 0 };
+        struct { uint32_t lo_flags; } info;
         uint32_t want = cfg->info.lo_flags;
         uint64_t size = 0;
-        int ssz = 0;
+        int ssz = 0, r;
 
-        if (ioctl(fd, LOOP_GET_STATUS64, &info) < 0)
-                return negative_errno();
-        if (info.lo_number != number)
+        /* From sysfs, not LOOP_GET_STATUS64: the latter calls vfs_getattr() on
+         * the backing file, which on FUSE asks the (caller's) file server. */
+        r = loop_info_read_sysfs(number, &sys);
+        if (r < 0)
+                return r;
+        if (!sys.bound)
                 return -EIO;
-        if (info.lo_offset != cfg->info.lo_offset || info.lo_sizelimit != cfg->info.lo_sizelimit)
+        info.lo_flags = sys.flags;
+        if (sys.offset != cfg->info.lo_offset || sys.size_limit != cfg->info.lo_sizelimit)
                 return -EOPNOTSUPP;
 
         if (cfg->block_size != 0) {
