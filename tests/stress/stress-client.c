@@ -60,7 +60,7 @@ static void count_error(const sd_bus_error *e, int r) {
         for (unsigned i = 0; i < n_error_kinds; i++)
                 if (strcmp(errors[i].name, name) == 0) {
                         errors[i].count++;
-                        return;
+                        return; /* said once already */
                 }
         if (n_error_kinds < MAX_ERROR_KINDS) {
                 snprintf(errors[n_error_kinds].name, sizeof errors[n_error_kinds].name, "%s", name);
