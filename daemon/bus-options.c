@@ -102,8 +102,10 @@ int bus_read_create_options(sd_bus_message *m, CreateOptions *ret, sd_bus_error 
                                               "Option 'block-size' is %u; it must be 0 (the default) or a power "
                                               "of two from 512 to the page size.", o.config.block_size);
         }
-        if (o.config.size_limit > UINT64_MAX - o.config.offset || o.config.offset > INT64_MAX ||
-            o.config.size_limit > INT64_MAX)
+        /* The same bound as loop_config_validate() (the kernel's LLONG_MAX on
+         * the sum), here so that the error names the keys. */
+        if (o.config.offset > INT64_MAX || o.config.size_limit > INT64_MAX ||
+            o.config.size_limit > (uint64_t) INT64_MAX - o.config.offset)
                 return bus_error_setf(error, DBUS_ERROR_INVALID_ARGS,
                                       "Options 'offset' (%llu) and 'size-limit' (%llu) are too large.",
                                       (unsigned long long) o.config.offset,
