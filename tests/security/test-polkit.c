@@ -452,6 +452,94 @@ static void test_hung_polkit_times_out_and_others_are_served(LoopdFixture *f, gc
         sec_assert_daemon_answers(f);
 }
 
+/* python3-dbusmock's polkitd template in place of polkitd: it answers by
+ * action only, but can hang, release late, and be slow, which the real one
+ * cannot be made to do on cue. */
+static void mock_call(LoopdFixture *f, const char *method, GVariant *args) {
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GVariant) reply = g_dbus_connection_call_sync(
+                f->bus, LOOPD_POLKIT_BUS_NAME, "/org/freedesktop/PolicyKit1/Authority", "org.freedesktop.DBus.Mock",
+                method, args, NULL, G_DBUS_CALL_FLAGS_NONE, 10000, NULL, &error);
+        g_assert_no_error(error);
+}
+
+static void test_mock_polkit_slow_hung_and_late(LoopdFixture *f, gconstpointer data) {
+        const char *const mock_argv[] = { "/usr/bin/python3", "-m", "dbusmock", "--system", "--template", "polkitd",
+                                          NULL };
+        const char *const probe_argv[] = { "/usr/bin/python3", "-c", "import dbusmock.templates.polkitd", NULL };
+        g_autofree char *img_n = NULL, *img_root = NULL, *line = NULL, *dev_root = NULL;
+        g_auto(LoopdRunResult) r = { 0 };
+        g_autoptr(LoopdCaller) pending = NULL;
+        gint64 t0;
+        double t;
+
+        LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
+        loopd_fixture_run_as(f, 0, 0, probe_argv, &r);
+        if (r.status != 0) {
+                g_test_skip("python3-dbusmock's polkitd template does not import under /usr/bin/python3");
+                return;
+        }
+        loopd_fixture_spawn_as(f, 0, 0, mock_argv); /* freed (killed) at teardown */
+        g_assert_true(loopd_fixture_wait_name(f, LOOPD_POLKIT_BUS_NAME, TRUE, 30));
+        mock_call(f, "SetAllowed", g_variant_new_parsed("(['org.loopd.create'],)"));
+        img_n = image_for(f, "nobody.img", NOBODY);
+        img_root = image_for(f, "root.img", 0);
+
+        /* Slow but inside --polkit-timeout=2: allowed. */
+        mock_call(f, "SetDelay", g_variant_new("(d)", 1.0));
+        t0 = g_get_monotonic_time();
+        CALL(f, NOBODY, &r, "create", img_n);
+        t = seconds_since(t0);
+        assert_ok(&r);
+        g_assert_cmpfloat(t, >=, 0.9);
+        sec_remove(f, r.fields[2]);
+        mock_call(f, "SetDelay", g_variant_new("(d)", 0.0));
+
+        /* Hung: the caller gets Timeout, root is served meanwhile. */
+        mock_call(f, "SimulateHang", g_variant_new("(b)", TRUE));
+        t0 = g_get_monotonic_time();
+        pending = loopd_fixture_spawn_caller_as(f, NOBODY, NOBODY, "--timeout=60", "create", img_n, NULL);
+        g_usleep(300000);
+        dev_root = create_as(f, 0, img_root, NULL);
+        sec_assert_daemon_answers(f);
+        g_assert_cmpfloat(seconds_since(t0), <, 1.5 * loopd_test_timeout_scale());
+        line = loopd_caller_read_line(pending);
+        g_assert_nonnull(line);
+        g_assert_true(g_str_has_prefix(line, "error " DBUS_ERROR_TIMEOUT " "));
+        g_assert_cmpfloat(seconds_since(t0), >=, 1.8);
+        g_assert_cmpint(loopd_caller_wait(pending), ==, 1);
+
+        /* The answer ("yes") arrives after loopd gave up: ignored, no
+         * device appears, nothing breaks. */
+        mock_call(f, "SimulateHang", g_variant_new("(b)", FALSE));
+        mock_call(f, "ReleaseHangingCalls", NULL);
+        g_usleep(300000);
+        sec_assert_daemon_answers(f);
+        g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 1);
+
+        /* Slower than the bound: Timeout, and the late yes again changes nothing. */
+        mock_call(f, "SetDelay", g_variant_new("(d)", 3.0));
+        CALL(f, NOBODY, &r, "create", img_n);
+        assert_error(&r, DBUS_ERROR_TIMEOUT, "polkit");
+        g_usleep(1500000);
+        mock_call(f, "SetDelay", g_variant_new("(d)", 0.0));
+        sec_assert_daemon_answers(f);
+        g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 1);
+
+        /* And a healthy answer still works. */
+        CALL(f, NOBODY, &r, "create", img_n);
+        assert_ok(&r);
+        CALL(f, NOBODY, &r, "remove", r.fields[2]);
+        assert_ok(&r);
+        sec_remove(f, dev_root);
+        g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
+}
+
+static const LoopdFixtureOptions mock_polkit_and_daemon = {
+        .start_daemon = TRUE,
+        .daemon_args = hung_polkit_args,
+};
+
 /* ---- what the rules see ------------------------------------------------- */
 
 static void test_rules_see_read_only_and_owner(LoopdFixture *f, gconstpointer data) {
@@ -690,6 +778,8 @@ int main(int argc, char **argv) {
             test_stopped_polkit_denies_non_root);
         ADD("/security/polkit/hung-polkit-times-out-others-served", &polkit_and_daemon_short_timeout,
             test_hung_polkit_times_out_and_others_are_served);
+        ADD("/security/polkit/mock-polkit-slow-hung-and-late", &mock_polkit_and_daemon,
+            test_mock_polkit_slow_hung_and_late);
         ADD("/security/polkit/rules-see-read-only-and-owner", &polkit_and_daemon, test_rules_see_read_only_and_owner);
         ADD("/security/polkit/rules-see-the-real-backing-file", &polkit_and_daemon,
             test_rules_see_the_real_backing_file);
