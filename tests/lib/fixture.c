@@ -605,18 +605,33 @@ static char **base_env(LoopdFixture *f) {
 static pid_t spawn(LoopdFixture *f, const char *const *argv, char **env, const char *cwd,
                    int map_fd, int *stdin_pipe, int *stdout_pipe, int *stderr_pipe, GError **error) {
         int source_fds[1] = { map_fd }, target_fds[1] = { 3 };
+        int out_fd = -1;
         GPid pid = 0;
+        gboolean ok;
 
+        /* A copy of our stderr for the child's stdout: GLib marks the fd it
+         * dup2()s to 1 close-on-exec in the child, and were that fd 2 the
+         * child would start with no stderr at all (loopd's messages lost,
+         * valgrind crashing at start). */
+        if (!stdout_pipe) {
+                out_fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+                if (out_fd < 0) {
+                        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "dup of stderr: %s",
+                                    g_strerror(errno));
+                        return 0;
+                }
+        }
         spawning_pid = getpid();
-        if (!g_spawn_async_with_pipes_and_fds(cwd, argv, (const char *const *) env,
+        ok = g_spawn_async_with_pipes_and_fds(cwd, argv, (const char *const *) env,
                                               G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_SEARCH_PATH,
                                               child_setup, NULL,
-                                              -1, stdout_pipe ? -1 : STDERR_FILENO, -1,
+                                              -1, out_fd, -1,
                                               map_fd >= 0 ? source_fds : NULL, map_fd >= 0 ? target_fds : NULL,
                                               map_fd >= 0 ? 1 : 0,
-                                              &pid, stdin_pipe, stdout_pipe, stderr_pipe, error))
-                return 0;
-        return pid;
+                                              &pid, stdin_pipe, stdout_pipe, stderr_pipe, error);
+        if (out_fd >= 0)
+                close(out_fd);
+        return ok ? pid : 0;
 }
 
 /* ---- the bus ------------------------------------------------------------- */
