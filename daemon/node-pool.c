@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
+#include <malloc.h>
+#include <time.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -64,13 +66,28 @@ static void rebalance(NodePool *p) {
         }
 }
 
+/* Kicks within this window are served by one rebalance: a rebalance reads
+ * every node's sysfs, and a create/remove storm kicks on every call. */
+#define REBALANCE_DELAY_NSEC (200 * 1000 * 1000L)
+
 static void *worker(void *arg) {
         NodePool *p = arg;
 
         for (;;) {
+                struct timespec until;
+
                 pthread_mutex_lock(&p->lock);
                 while (!p->kicked && !p->stopping)
                         pthread_cond_wait(&p->cond, &p->lock);
+                /* Let the burst that kicked us settle first. */
+                clock_gettime(CLOCK_REALTIME, &until);
+                until.tv_nsec += REBALANCE_DELAY_NSEC;
+                if (until.tv_nsec >= 1000000000L) {
+                        until.tv_sec++;
+                        until.tv_nsec -= 1000000000L;
+                }
+                while (!p->stopping && pthread_cond_timedwait(&p->cond, &p->lock, &until) == 0)
+                        ;
                 if (p->stopping) {
                         pthread_mutex_unlock(&p->lock);
                         return NULL;
@@ -78,6 +95,9 @@ static void *worker(void *arg) {
                 p->kicked = false;
                 pthread_mutex_unlock(&p->lock);
                 rebalance(p);
+                /* Hand memory freed by removed devices back to the system,
+                 * so the daemon returns to its idle size. */
+                (void) malloc_trim(0);
         }
 }
 
