@@ -97,8 +97,20 @@ static void operation_free(Operation *op) {
 DEFINE_POINTER_CLEANUP(Operation, operation_free)
 
 void bus_manager_cancel_operations(Context *c) {
+        size_t i = 0;
+
         while (c->operations)
                 operation_free(c->operations);
+        /* Devices still bound at exit keep their records (the next start
+         * watches their callers again), but their name watches must go
+         * now: devices_free() emits no removal, and a watch's slots hold a
+         * reference on the bus, which would then never be freed. */
+        if (!c->devices)
+                return;
+        for (Device *d; (d = devices_next(c->devices, &i));) {
+                name_watch_free(d->bus_data);
+                d->bus_data = NULL;
+        }
 }
 
 static unsigned operations_of(Context *c, uid_t uid) {

@@ -26,7 +26,8 @@ extern const DeviceEvents bus_device_events;
  * caller is already gone). */
 void bus_manager_watch_existing(Context *c);
 
-/* Cancels requests still in flight (at exit). */
+/* At exit: cancels requests still in flight and drops the watches on
+ * bound callers (their devices and records stay). */
 void bus_manager_cancel_operations(Context *c);
 
 /* uevent handler: userdata is the Context. */
