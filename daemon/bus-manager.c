@@ -560,8 +560,7 @@ static int lookup_device(Context *c, const char *name, Device **ret, sd_bus_erro
         r = bus_parse_device_name(name, &number, error);
         if (r < 0)
                 return r;
-        devices_sync(c->devices, number);
-        d = devices_get(c->devices, number);
+        d = devices_get_fresh(c->devices, number);
         if (!d)
                 return bus_error_setf(error, LOOPD_ERROR_NO_SUCH_DEVICE,
                                       "loop%" PRIu32 " is not attached to any file.", number);

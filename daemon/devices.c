@@ -53,6 +53,19 @@ Device *devices_get(Devices *ds, uint32_t number) {
         return number < ds->n_slots ? ds->by_number[number] : NULL;
 }
 
+Device *devices_get_fresh(Devices *ds, uint32_t number) {
+        Device *d = devices_get(ds, number);
+        uint64_t seq;
+
+        /* Two sysfs reads tell whether what we know is still the current
+         * attachment; only a difference (a uevent not read yet) costs a
+         * full re-read. */
+        if (d && loop_attachment_current(number, &seq) == 1 && seq == d->diskseq)
+                return d;
+        devices_sync(ds, number);
+        return devices_get(ds, number);
+}
+
 Device *devices_get_by_path(Devices *ds, const char *object_path) {
         unsigned number;
         unsigned long long seq;
@@ -379,7 +392,9 @@ int devices_create(Devices *ds, int backing_fd, const LoopConfig *c, uid_t owner
         /* sysfs, plus the identity we took with statx: LOOP_GET_STATUS64
          * would stat the backing file again, and on FUSE that asks the
          * caller's file server (which could stall us). */
-        r = loop_info_read_sysfs(loop_device_number(ld), &info);
+        r = loop_device_take_created_info(ld, &info);
+        if (r == -ENODATA)
+                r = loop_info_read_sysfs(loop_device_number(ld), &info);
         if (r >= 0 && (!info.bound || info.diskseq != loop_device_diskseq(ld)))
                 r = -EIO;
         if (r < 0)

@@ -61,6 +61,8 @@ DEFINE_POINTER_CLEANUP(Devices, devices_free)
 void devices_sync(Devices *ds, uint32_t number);
 
 Device *devices_get(Devices *ds, uint32_t number);
+/* As devices_get(), but first makes sure it is the kernel's current state. */
+Device *devices_get_fresh(Devices *ds, uint32_t number);
 /* By object path; NULL if no such attachment (any more). */
 Device *devices_get_by_path(Devices *ds, const char *object_path);
 /* Iterate: *iter starts at 0. */

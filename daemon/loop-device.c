@@ -58,6 +58,7 @@ struct LoopDevice {
         dev_t devnum;
         uint64_t diskseq;  /* 0: the kernel gave none */
         bool dio_refused;
+        LoopInfo created;  /* what create verified, read from sysfs; bound=false otherwise */
 };
 
 static inline void closedirp(DIR **d) {
@@ -490,8 +491,45 @@ LoopDevice *loop_device_free(LoopDevice *d) {
         if (!d)
                 return NULL;
         safe_close(d->fd);
+        loop_info_done(&d->created);
         free(d);
         return NULL;
+}
+
+int loop_device_take_created_info(LoopDevice *d, LoopInfo *ret) {
+        if (!d || !ret)
+                return -EINVAL;
+        if (!d->created.bound)
+                return -ENODATA;
+        *ret = d->created;
+        d->created = (LoopInfo) { 0 };
+        return 0;
+}
+
+int loop_attachment_current(uint32_t number, uint64_t *ret_diskseq) {
+        _cleanup_(closep) int dir = -1;
+        uint64_t seq = 0, seq2 = 0;
+        bool bound;
+        int r;
+
+        if (!ret_diskseq || number >= LOOP_NUMBER_MAX)
+                return -EINVAL;
+        dir = open_sysfs_block_dir(number);
+        if (dir < 0)
+                return dir;
+        /* diskseq before and after the bound check: an attach in between
+         * changes it, and the caller then falls back to a full read. */
+        r = read_attr_u64(dir, "diskseq", &seq);
+        if (r < 0)
+                return r;
+        bound = faccessat(dir, "loop/backing_file", F_OK, 0) == 0;
+        r = read_attr_u64(dir, "diskseq", &seq2);
+        if (r < 0)
+                return r;
+        if (seq != seq2)
+                return -EAGAIN;
+        *ret_diskseq = seq;
+        return bound;
 }
 
 uint32_t loop_device_number(const LoopDevice *d) {
@@ -542,7 +580,8 @@ static void fill_file_name(int backing_fd, uint8_t name[LO_NAME_SIZE]) {
  * (NOTES #5). Vanilla 5.8 ignored lo_sizelimit and partscan in LOOP_CONFIGURE
  * (systemd's loop-util verifies the same way); nothing guarantees a future
  * kernel will not drop a setting silently again. */
-static int verify_configured(int fd, uint32_t number, const struct loop_config *cfg, bool *dio_refused) {
+static int verify_configured(int fd, uint32_t number, const struct loop_config *cfg, bool *dio_refused,
+                             LoopInfo *ret_info) {
         _cleanup_(loop_info_done) LoopInfo sys = { 0 };
         struct { uint32_t lo_flags; } info;
         uint32_t want = cfg->info.lo_flags;
@@ -593,6 +632,8 @@ static int verify_configured(int fd, uint32_t number, const struct loop_config *
          * also turns DIO on by itself when the backing fd was opened O_DIRECT; fine. */
         if ((want & LO_FLAGS_DIRECT_IO) && !(info.lo_flags & LO_FLAGS_DIRECT_IO))
                 *dio_refused = true;
+        *ret_info = sys;
+        sys = (LoopInfo) { 0 };
         return 0;
 }
 
@@ -677,13 +718,17 @@ int loop_device_create(int control_fd, int backing_fd, const LoopConfig *c, Loop
                 }
 
                 /* Bound now: from here on, every failure detaches before the fd closes. */
-                r = verify_configured(fd, (uint32_t) number, &cfg, &dio_refused);
+                LoopInfo verified = { 0 };
+                r = verify_configured(fd, (uint32_t) number, &cfg, &dio_refused, &verified);
                 if (r >= 0) {
                         LoopDevice *d = NULL;
 
                         r = loop_device_new(fd, (uint32_t) number, &d);
+                        if (r < 0)
+                                loop_info_done(&verified);
                         if (r >= 0) {
                                 d->dio_refused = dio_refused;
+                                d->created = verified;
                                 TAKE_FD(fd);
                                 *ret = d;
                                 return 0;

@@ -193,6 +193,16 @@ int loop_info_read_sysfs(uint32_t number, LoopInfo *ret);
  * -EBADF after detach. */
 int loop_device_read_info(const LoopDevice *d, LoopInfo *ret);
 
+/* What loop_device_create() read back and verified (from sysfs), moved
+ * into *ret; -ENODATA for a device that was not created by this handle.
+ * Saves the caller a second read of the same attachment. */
+int loop_device_take_created_info(LoopDevice *d, LoopInfo *ret);
+
+/* Cheap freshness check without opening the node: 1 when loop<number> is
+ * bound, 0 when not, with its current diskseq; -ENODEV without a node,
+ * -EAGAIN when an attach raced the read. */
+int loop_attachment_current(uint32_t number, uint64_t *ret_diskseq);
+
 /* Strict parse of "loopN" or "/dev/loopN" (decimal, no sign, no leading
  * zeros, < 2^20). -EINVAL otherwise. Pure: no file system access. */
 int loop_name_parse(const char *s, uint32_t *ret);

@@ -109,6 +109,10 @@ int uevent_monitor_new(sd_event *e, uevent_handler_t handler, void *userdata, Ue
                 free(m);
                 return r;
         }
+        /* Callers first: a uevent only re-reads sysfs to follow what others
+         * did, and can wait until no request is pending (the socket's large
+         * buffer holds them; an overflow is a full resync). */
+        (void) sd_event_source_set_priority(m->source, SD_EVENT_PRIORITY_NORMAL + 10);
         m->fd = TAKE_FD(fd);
         *ret = m;
         return 0;
