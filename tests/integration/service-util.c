@@ -106,6 +106,46 @@ gboolean wait_attached(guint32 number, gboolean attached, double timeout_sec) {
         }
 }
 
+/* Who has /dev/loopN open, from /proc/PID/fd: for failure messages. */
+static char *holders_of(guint32 number) {
+        g_autofree char *dev = g_strdup_printf("/dev/loop%u", number);
+        g_autoptr(GString) out = g_string_new(NULL);
+        g_autoptr(GDir) proc = g_dir_open("/proc", 0, NULL);
+        const char *pid;
+
+        while (proc && (pid = g_dir_read_name(proc))) {
+                g_autofree char *fddir = NULL;
+                g_autoptr(GDir) fds = NULL;
+                const char *fd;
+
+                if (!g_ascii_isdigit(pid[0]))
+                        continue;
+                fddir = g_strdup_printf("/proc/%s/fd", pid);
+                fds = g_dir_open(fddir, 0, NULL);
+                while (fds && (fd = g_dir_read_name(fds))) {
+                        g_autofree char *link = g_strdup_printf("%s/%s", fddir, fd);
+                        g_autofree char *target = g_file_read_link(link, NULL);
+                        if (g_strcmp0(target, dev) == 0) {
+                                g_autofree char *commf = g_strdup_printf("/proc/%s/comm", pid);
+                                g_autofree char *comm = NULL;
+                                (void) g_file_get_contents(commf, &comm, NULL, NULL);
+                                g_string_append_printf(out, " %s(%s)", pid, comm ? g_strchomp(comm) : "?");
+                        }
+                }
+        }
+        return out->len > 0 ? g_strdup(out->str) : g_strdup(" nobody");
+}
+
+void assert_detached(guint32 number, double timeout_sec) {
+        g_autofree char *holders = NULL;
+
+        if (wait_attached(number, FALSE, timeout_sec))
+                return;
+        holders = holders_of(number);
+        g_error("loop%u is still attached %.1f s after its removal (autoclear %s); held open by:%s", number,
+                timeout_sec, kernel_loop_attached(number) ? "?" : "-", holders);
+}
+
 char *make_image(LoopdFixture *f, const char *name, guint64 size) {
         return loopd_fixture_make_image(f, name, size, 0, 0, 0644);
 }

@@ -46,6 +46,11 @@ void kernel_loop_backing_id(int devfd, guint64 *ret_dev, guint64 *ret_ino);
 /* Waits (scaled) until loopN is (@attached) or is not attached. */
 gboolean wait_attached(guint32 number, gboolean attached, double timeout_sec);
 
+/* Asserts loopN detaches within @timeout_sec (Remove may be deferred to
+ * the last close while anyone else holds the node open); names the
+ * holders when it does not. */
+void assert_detached(guint32 number, double timeout_sec);
+
 /* Sparse image under f->image_dir, root-owned 0644. */
 char *make_image(LoopdFixture *f, const char *name, guint64 size);
 

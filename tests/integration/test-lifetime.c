@@ -169,7 +169,7 @@ static void test_restart_after_kill9_keeps_ownership(LoopdFixture *f, gconstpoin
         loopd_run_result_clear(&r);
         loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "remove", nobody_dev, NULL);
         g_assert_cmpstr(r.fields[0], ==, "ok");
-        g_assert_true(wait_attached(n_nobody, FALSE, 5));
+        assert_detached(n_nobody, 5);
         g_assert_true(wait_record_gone(f, n_nobody, seq_nobody, 2));
 }
 
@@ -199,7 +199,7 @@ static void test_restart_removes_bound_device_of_caller_that_died_meanwhile(Loop
         g_assert_true(record_of_attachment_exists(f, number, seq));
 
         g_assert_true(loopd_fixture_restart_daemon(f));
-        g_assert_true(wait_attached(number, FALSE, 2));
+        assert_detached(number, 2);
         g_assert_true(wait_record_gone(f, number, seq, 2));
 }
 
@@ -290,7 +290,7 @@ static void test_idle_exit_and_reactivation_keep_state(void) {
                                                    g_variant_new("(s)", dev), "()", &error);
                 g_assert_no_error(error);
         }
-        g_assert_true(wait_attached(loop_number_of(dev), FALSE, 5));
+        assert_detached(loop_number_of(dev), 5);
 }
 
 static void test_idle_exit_notifies_and_exits_zero(LoopdFixture *f, gconstpointer data) {

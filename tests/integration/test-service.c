@@ -173,7 +173,7 @@ static void test_create_option_reaches_kernel(LoopdFixture *f, gconstpointer dat
         close(devfd);
         if (!g_str_equal(oc->key, "autoclear"))
                 manager_call_ok(f, "Remove", dev);
-        g_assert_true(wait_attached(number, FALSE, 5));
+        assert_detached(number, 5);
 }
 
 static void test_create_all_options_at_once(LoopdFixture *f, gconstpointer data) {
@@ -207,7 +207,7 @@ static void test_create_all_options_at_once(LoopdFixture *f, gconstpointer data)
         g_assert_true(prop_b(props, "BoundToCaller"));
         close(devfd);
         manager_call_ok(f, "Remove", dev);
-        g_assert_true(wait_attached(loop_number_of(dev), FALSE, 5));
+        assert_detached(loop_number_of(dev), 5);
 }
 
 static void test_create_readonly_fd_forces_readonly(LoopdFixture *f, gconstpointer data) {
@@ -470,13 +470,13 @@ static void test_remove_by_manager_name_and_device_object(LoopdFixture *f, gcons
 
         /* loopN, /dev/loopN, and the object's own Remove. */
         manager_call_ok(f, "Remove", dev1 + strlen("/dev/"));
-        g_assert_true(wait_attached(loop_number_of(dev1), FALSE, 5));
+        assert_detached(loop_number_of(dev1), 5);
         manager_call_ok(f, "Remove", dev2);
-        g_assert_true(wait_attached(loop_number_of(dev2), FALSE, 5));
+        assert_detached(loop_number_of(dev2), 5);
         g_assert_true(kernel_loop_attached(loop_number_of(dev3)));
         r = loopd_call(f->bus, obj3, LOOPD_DEVICE_INTERFACE, "Remove", NULL, "()", &error);
         g_assert_no_error(error);
-        g_assert_true(wait_attached(loop_number_of(dev3), FALSE, 5));
+        assert_detached(loop_number_of(dev3), 5);
 
         /* Gone: removing again names the device as not attached. */
         g_clear_pointer(&r, g_variant_unref);
@@ -595,7 +595,7 @@ static void test_reattached_device_gets_new_path_old_one_is_dead(LoopdFixture *f
         kernel_loop_clear(&k);
 
         manager_call_ok(f, "Remove", dev);
-        g_assert_true(wait_attached(number, FALSE, 5));
+        assert_detached(number, 5);
         for (int attempt = 0; attempt < 50 && !attached; attempt++) {
                 attached = attach_to_number(number, img2);
                 if (!attached)
@@ -774,7 +774,7 @@ static void test_autoclear_device_lives_while_fd_is_held(LoopdFixture *f, gconst
 
         /* Last close: the kernel detaches, and loopd follows. */
         close(devfd);
-        g_assert_true(wait_attached(number, FALSE, 2));
+        assert_detached(number, 2);
         removed = signal_log_wait(log, "InterfacesRemoved", obj, 2);
         g_assert_nonnull(removed);
         g_assert_false(managed_has(f, obj));
@@ -806,7 +806,7 @@ static void test_bind_to_caller_device_goes_with_killed_caller(LoopdFixture *f, 
         t0 = g_get_monotonic_time();
         loopd_caller_kill(c, SIGKILL);
         g_assert_cmpint(loopd_caller_wait(c), ==, 128 + SIGKILL);
-        g_assert_true(wait_attached(number, FALSE, 1.0));
+        assert_detached(number, 1.0);
         g_test_message("bound device gone %.0f ms after SIGKILL", (g_get_monotonic_time() - t0) / 1000.0);
         g_assert_false(managed_has(f, parts[1]));
 }
@@ -822,7 +822,7 @@ static void test_bind_to_caller_device_stays_after_caller_lets_go_of_fd_only(Loo
         spin(0.3);
         g_assert_true(kernel_loop_attached(loop_number_of(dev)));
         manager_call_ok(f, "Remove", dev);
-        g_assert_true(wait_attached(loop_number_of(dev), FALSE, 5));
+        assert_detached(loop_number_of(dev), 5);
 }
 
 /* ---- ownership and quota ------------------------------------------------------ */
@@ -875,7 +875,7 @@ static void test_nobody_removes_own_device_but_not_roots(LoopdFixture *f, gconst
         loopd_run_result_clear(&r);
         loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "device-remove", nobody_obj, NULL);
         g_assert_cmpstr(r.fields[0], ==, "ok");
-        g_assert_true(wait_attached(loop_number_of(nobody_dev), FALSE, 5));
+        assert_detached(loop_number_of(nobody_dev), 5);
 
         loopd_run_result_clear(&r);
         loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "create", mine, NULL);
@@ -885,7 +885,7 @@ static void test_nobody_removes_own_device_but_not_roots(LoopdFixture *f, gconst
         loopd_run_result_clear(&r);
         loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "remove", nobody_dev, NULL);
         g_assert_cmpstr(r.fields[0], ==, "ok");
-        g_assert_true(wait_attached(loop_number_of(nobody_dev), FALSE, 5));
+        assert_detached(loop_number_of(nobody_dev), 5);
 
         /* Root may remove anyone's. */
         manager_call_ok(f, "Remove", root_dev);
@@ -904,7 +904,7 @@ static void test_nobody_cannot_remove_losetup_device(LoopdFixture *f, gconstpoin
         g_assert_cmpstr(r.fields[1], ==, DBUS_ERROR_PREFIX "AccessDenied");
         g_assert_true(kernel_loop_attached(loop_number_of(dev)));
         manager_call_ok(f, "Remove", dev);
-        g_assert_true(wait_attached(loop_number_of(dev), FALSE, 5));
+        assert_detached(loop_number_of(dev), 5);
 }
 
 static void test_quota_limits_nobody_not_root(LoopdFixture *f, gconstpointer data) {
@@ -1198,7 +1198,7 @@ static void test_scripts_drive_it_with_busctl_and_gdbus(LoopdFixture *f, gconstp
                 const char *argv[] = { "busctl", "call", LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
                                        "Remove", "s", created[1], NULL };
                 g_assert_cmpint(run_command(argv, &out, &err), ==, 0);
-                g_assert_true(wait_attached(number, FALSE, 5));
+                assert_detached(number, 5);
                 g_clear_pointer(&out, g_free);
                 g_clear_pointer(&err, g_free);
         }
@@ -1230,7 +1230,7 @@ static void test_scripts_drive_it_with_busctl_and_gdbus(LoopdFixture *f, gconstp
                                        "--method", method, NULL };
                 g_assert_cmpint(run_command(argv, &out, &err), ==, 0);
         }
-        g_assert_true(wait_attached(number, FALSE, 5));
+        assert_detached(number, 5);
 }
 
 int main(int argc, char **argv) {
