@@ -478,10 +478,16 @@ static void test_remove_by_manager_name_and_device_object(LoopdFixture *f, gcons
         g_assert_no_error(error);
         assert_detached(loop_number_of(dev3), 5);
 
-        /* Gone: removing again names the device as not attached. */
+        /* Gone: its object is gone too. (Never Remove "loopN" again here:
+         * another test may have attached that node meanwhile.) */
         g_clear_pointer(&r, g_variant_unref);
+        r = loopd_call(f->bus, obj1, LOOPD_DEVICE_INTERFACE, "Remove", NULL, NULL, &error);
+        g_assert_null(r);
+        g_assert_nonnull(error);
+        g_clear_error(&error);
+        /* A node that is not attached (nor exists) is NoSuchDevice. */
         r = loopd_call(f->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "Remove",
-                       g_variant_new("(s)", dev1), NULL, &error);
+                       g_variant_new("(s)", "loop999999"), NULL, &error);
         g_assert_null(r);
         assert_dbus_error(error, LOOPD_ERROR_PREFIX "NoSuchDevice");
         g_clear_error(&error);
@@ -544,13 +550,15 @@ static void test_refresh_size_follows_grown_file_and_signals(LoopdFixture *f, gc
         props = props_ok(f, obj);
         g_assert_cmpuint(prop_t(props, "Size"), ==, 12 * MiB);
 
-        /* /dev/loopN works too, and an unattached name is NoSuchDevice. */
+        /* /dev/loopN works too, and an unattached name is NoSuchDevice (not
+         * the removed loopN: another test may have attached it meanwhile). */
         manager_call_ok(f, "RefreshSize", dev);
         close(devfd);
         manager_call_ok(f, "Remove", dev);
         {
                 g_autoptr(GVariant) r = loopd_call(f->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
-                                                   "RefreshSize", g_variant_new("(s)", dev), NULL, &error);
+                                                   "RefreshSize", g_variant_new("(s)", "/dev/loop999999"), NULL,
+                                                   &error);
                 assert_dbus_error(error, LOOPD_ERROR_PREFIX "NoSuchDevice");
         }
 }
