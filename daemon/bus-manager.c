@@ -394,16 +394,14 @@ static int check_pending_limit(Context *c, uid_t uid, sd_bus_error *error) {
         return 0;
 }
 
-static int method_create(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        Context *c = userdata;
+/* The part Create and CreateFromPath share once their first argument is
+ * read: the options, the caller, its limit of requests in flight. */
+static int create_operation_new(Context *c, sd_bus_message *m, sd_bus_error *error, Operation **ret) {
         CreateOptions opts;
         Operation *op;
         uid_t uid;
-        int fd, r;
+        int r;
 
-        r = sd_bus_message_read(m, "h", &fd);
-        if (r < 0)
-                return r;
         r = bus_read_create_options(m, &opts, error);
         if (r < 0)
                 return r;
@@ -417,6 +415,21 @@ static int method_create(sd_bus_message *m, void *userdata, sd_bus_error *error)
         if (!op)
                 return -ENOMEM;
         op->opts = opts;
+        *ret = op;
+        return 0;
+}
+
+static int method_create(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Context *c = userdata;
+        Operation *op;
+        int fd, r;
+
+        r = sd_bus_message_read(m, "h", &fd);
+        if (r < 0)
+                return r;
+        r = create_operation_new(c, m, error, &op);
+        if (r < 0)
+                return r;
         op->backing_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
         if (op->backing_fd < 0) {
                 r = negative_errno();
@@ -506,11 +519,9 @@ static int caller_groups(sd_bus_message *m, uid_t uid, gid_t *ret_gid, gid_t **r
 static int method_create_from_path(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         Context *c = userdata;
         _cleanup_(freep) gid_t *groups = NULL;
-        CreateOptions opts;
         const char *path;
         Operation *op;
         gid_t gid;
-        uid_t uid;
         int n_groups, r;
 
         r = sd_bus_message_read(m, "s", &path);
@@ -519,28 +530,20 @@ static int method_create_from_path(sd_bus_message *m, void *userdata, sd_bus_err
         r = bus_validate_backing_path(path, error);
         if (r < 0)
                 return r;
-        r = bus_read_create_options(m, &opts, error);
+        r = create_operation_new(c, m, error, &op);
         if (r < 0)
                 return r;
-        r = sender_uid(m, &uid);
-        if (r < 0)
+        r = caller_groups(m, op->uid, &gid, &groups, &n_groups);
+        if (r < 0) {
+                operation_free(op);
                 return r;
-        r = check_pending_limit(c, uid, error);
-        if (r < 0)
-                return r;
-        r = caller_groups(m, uid, &gid, &groups, &n_groups);
-        if (r < 0)
-                return r;
-        op = operation_new(c, OP_CREATE, m, uid);
-        if (!op)
-                return -ENOMEM;
-        op->opts = opts;
+        }
         op->backing_path = strdup(path);
         if (!op->backing_path) {
                 operation_free(op);
                 return -ENOMEM;
         }
-        r = path_open_as(c->event, path, (opts.config.flags & LO_FLAGS_READ_ONLY) ? O_RDONLY : O_RDWR, uid, gid,
+        r = path_open_as(c->event, path, (op->opts.config.flags & LO_FLAGS_READ_ONLY) ? O_RDONLY : O_RDWR, op->uid, gid,
                          groups, (size_t) n_groups, c->path_open_timeout_usec, on_path_opened, op, &op->path_open);
         if (r < 0) {
                 operation_free(op);
