@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "bus-manager.h"
@@ -277,15 +276,9 @@ void bus_manager_watch_existing(Context *c) {
 
 /* ---- device events → signals ------------------------------------------ */
 
-/* What `systemctl status loopd` shows. n: the count once this event is done. */
-static void notify_status(size_t n) {
-        (void) sd_notifyf(false, "STATUS=Serving %zu loop devices.", n);
-}
-
 static void on_device_added(Device *d, void *userdata) {
         Context *c = userdata;
         (void) sd_bus_emit_interfaces_added(c->bus, d->object_path, LOOPD_DEVICE_IFACE, NULL);
-        notify_status(devices_count(c->devices));
 }
 
 static void on_device_removed(Device *d, void *userdata) {
@@ -293,7 +286,6 @@ static void on_device_removed(Device *d, void *userdata) {
         name_watch_free(d->bus_data);
         d->bus_data = NULL;
         (void) sd_bus_emit_interfaces_removed(c->bus, d->object_path, LOOPD_DEVICE_IFACE, NULL);
-        notify_status(devices_count(c->devices) - 1); /* d is dropped right after this */
 }
 
 static void on_device_changed(Device *d, void *userdata) {
