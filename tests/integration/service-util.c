@@ -16,6 +16,19 @@
 
 #include "service-util.h"
 
+const char rules_nobody_may_create[] =
+        "polkit.addRule(function(action, subject) {\n"
+        "        if (action.id == \"org.loopd.create\" && subject.user == \"nobody\")\n"
+        "                return polkit.Result.YES;\n"
+        "});\n";
+
+const LoopdFixtureOptions daemon_opts = { .start_daemon = TRUE };
+const LoopdFixtureOptions polkit_daemon_opts = {
+        .start_polkit = TRUE,
+        .polkit_rules = rules_nobody_may_create,
+        .start_daemon = TRUE,
+};
+
 void kernel_loop_clear(KernelLoop *k) {
         g_clear_pointer(&k->backing_file, g_free);
 }

@@ -15,6 +15,13 @@
 
 #define DBUS_ERROR_PREFIX "org.freedesktop.DBus.Error."
 #define LOOPD_ERROR_PREFIX "org.loopd.Loop1.Error."
+#define MiB (1024ULL * 1024ULL)
+
+/* A polkit rule that lets uid 65534 create devices, and the fixture
+ * options most tests start from. */
+extern const char rules_nobody_may_create[];
+extern const LoopdFixtureOptions daemon_opts;
+extern const LoopdFixtureOptions polkit_daemon_opts;
 
 /* One attachment as the kernel reports it. */
 typedef struct KernelLoop {

@@ -25,20 +25,6 @@
 #include "fixture.h"
 #include "service-util.h"
 
-#define MiB (1024ULL * 1024ULL)
-
-static const char rules_nobody_may_create[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == \"org.loopd.create\" && subject.user == \"nobody\")\n"
-        "                return polkit.Result.YES;\n"
-        "});\n";
-
-static const LoopdFixtureOptions daemon_opts = { .start_daemon = TRUE };
-static const LoopdFixtureOptions polkit_daemon_opts = {
-        .start_polkit = TRUE,
-        .polkit_rules = rules_nobody_may_create,
-        .start_daemon = TRUE,
-};
 static const char *const quota_args[] = { "--quota=2", NULL };
 static const LoopdFixtureOptions quota_opts = {
         .start_polkit = TRUE,
