@@ -571,16 +571,23 @@ static int lookup_device(Context *c, const char *name, Device **ret, sd_bus_erro
         return 0;
 }
 
+/* The Device named by a method's one string argument (Open, Remove,
+ * RefreshSize of the Manager). */
+static int read_device_argument(Context *c, sd_bus_message *m, Device **ret, sd_bus_error *error) {
+        const char *name;
+        int r;
+
+        r = sd_bus_message_read(m, "s", &name);
+        if (r < 0)
+                return r;
+        return lookup_device(c, name, ret, error);
+}
+
 static int method_open(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        Context *c = userdata;
-        const char *path;
         Device *d;
         int r;
 
-        r = sd_bus_message_read(m, "s", &path);
-        if (r < 0)
-                return r;
-        r = lookup_device(c, path, &d, error);
+        r = read_device_argument(userdata, m, &d, error);
         if (r < 0)
                 return r;
         return sd_bus_reply_method_return(m, "o", d->object_path);
@@ -667,18 +674,13 @@ static int manage(Context *c, sd_bus_message *m, Device *d, OpKind kind, sd_bus_
 }
 
 static int method_manager_manage(sd_bus_message *m, void *userdata, sd_bus_error *error, OpKind kind) {
-        Context *c = userdata;
-        const char *name;
         Device *d;
         int r;
 
-        r = sd_bus_message_read(m, "s", &name);
+        r = read_device_argument(userdata, m, &d, error);
         if (r < 0)
                 return r;
-        r = lookup_device(c, name, &d, error);
-        if (r < 0)
-                return r;
-        return manage(c, m, d, kind, error);
+        return manage(userdata, m, d, kind, error);
 }
 
 static int method_remove(sd_bus_message *m, void *userdata, sd_bus_error *error) {

@@ -190,7 +190,6 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 
 static int run(int argc, char *argv[]) {
         Context c = {
-                .quota = arg_quota,
                 .max_pending_per_uid = 32,
         };
         DevicesOptions dopts;
