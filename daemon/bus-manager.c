@@ -11,6 +11,7 @@
 
 #include "bus-manager.h"
 #include "bus-options.h"
+#include "bus-sender.h"
 #include "errors.h"
 #include "path-opener.h"
 #include "polkit.h"
@@ -191,16 +192,6 @@ static void reply_errno(sd_bus_message *m, int r, const char *what) {
         reply_error(m, &e);
 }
 
-static int sender_uid(sd_bus_message *m, uid_t *ret) {
-        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
-        int r;
-
-        r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID, &creds);
-        if (r < 0)
-                return r;
-        return sd_bus_creds_get_euid(creds, ret);
-}
-
 /* ---- bind-to-caller -------------------------------------------------- */
 
 static void caller_gone(Context *c, uint32_t number, uint64_t diskseq) {
@@ -373,8 +364,8 @@ static void create_with_fd(Operation *op) {
                 "operation", "create",
                 NULL,
         };
-        r = polkit_check(op->msg, ACTION_CREATE, details, op->c->polkit_timeout_usec, on_create_authorized, op,
-                         &op->polkit);
+        r = polkit_check(op->msg, op->uid, ACTION_CREATE, details, op->c->polkit_timeout_usec, on_create_authorized,
+                         op, &op->polkit);
         if (r < 0) {
                 reply_errno(op->msg, r, "Asking polkit");
                 return;
@@ -405,7 +396,7 @@ static int create_operation_new(Context *c, sd_bus_message *m, sd_bus_error *err
         r = bus_read_create_options(m, &opts, error);
         if (r < 0)
                 return r;
-        r = sender_uid(m, &uid);
+        r = sender_cache_uid(&c->senders, m, &uid);
         if (r < 0)
                 return r;
         r = check_pending_limit(c, uid, error);
@@ -632,7 +623,7 @@ static int manage(Context *c, sd_bus_message *m, Device *d, OpKind kind, sd_bus_
         uid_t uid;
         int r;
 
-        r = sender_uid(m, &uid);
+        r = sender_cache_uid(&c->senders, m, &uid);
         if (r < 0)
                 return r;
         r = check_pending_limit(c, uid, error);
@@ -660,7 +651,7 @@ static int manage(Context *c, sd_bus_message *m, Device *d, OpKind kind, sd_bus_
                         "operation", kind == OP_REMOVE ? "remove" : "refresh-size",
                         NULL,
                 };
-                r = polkit_check(m, ACTION_MANAGE_OTHERS, details, c->polkit_timeout_usec, on_manage_authorized,
+                r = polkit_check(m, uid, ACTION_MANAGE_OTHERS, details, c->polkit_timeout_usec, on_manage_authorized,
                                  op, &op->polkit);
                 if (r < 0)
                         return r;

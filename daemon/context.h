@@ -11,6 +11,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "bus-sender.h"
 #include "devices.h"
 #include "uevent.h"
 
@@ -29,6 +30,9 @@ typedef struct Context {
         uint64_t polkit_timeout_usec;
         uint64_t path_open_timeout_usec;
         unsigned max_pending_per_uid;
+
+        /* Who the bus says sent what (uid per unique name). */
+        SenderCache senders;
 
         /* Requests waiting for polkit or for a path helper. */
         Operation *operations;

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <systemd/sd-bus.h>
 
 #include "util.h"
@@ -24,12 +25,13 @@ typedef void (*polkit_done_t)(bool allowed, const sd_bus_error *error, void *use
 typedef struct PolkitQuery PolkitQuery;
 
 /*
+ * uid: the sender's EUID as the bus vouches for it (bus-sender.h).
  * Returns 1 when the answer is known at once (uid 0: allowed; then `done`
  * is not called), 0 when a query is under way (`done` will be called once,
  * unless the query is cancelled), or a negative errno.
  * details: NULL-terminated key, value, key, value... strings.
  */
-int polkit_check(sd_bus_message *request, const char *action, const char *const *details,
+int polkit_check(sd_bus_message *request, uid_t uid, const char *action, const char *const *details,
                  uint64_t timeout_usec, polkit_done_t done, void *userdata, PolkitQuery **ret);
 
 PolkitQuery *polkit_query_cancel(PolkitQuery *q);
