@@ -241,6 +241,21 @@ static uint64_t fd_diskseq(int fd, uint32_t number) {
         return seq;
 }
 
+int loop_node_bound(uint32_t number) {
+        char p[sizeof("/sys/block/loop/loop/backing_file") + 16];
+
+        if (number >= LOOP_NUMBER_MAX)
+                return -EINVAL;
+        (void) snprintf(p, sizeof(p), "/sys/block/loop%" PRIu32 "/loop/backing_file", number);
+        if (faccessat(AT_FDCWD, p, F_OK, 0) == 0)
+                return 1;
+        if (errno != ENOENT)
+                return negative_errno();
+        /* No loop/ directory: unbound, or no such node at all. */
+        (void) snprintf(p, sizeof(p), "/sys/block/loop%" PRIu32, number);
+        return faccessat(AT_FDCWD, p, F_OK, 0) == 0 ? 0 : -ENODEV;
+}
+
 /* Is the attachment `diskseq` still bound on node `number`? From sysfs only. */
 static bool attachment_bound(uint32_t number, uint64_t diskseq) {
         _cleanup_(closep) int dir = -1;

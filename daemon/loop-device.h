@@ -203,6 +203,10 @@ int loop_device_take_created_info(LoopDevice *d, LoopInfo *ret);
  * -EAGAIN when an attach raced the read. */
 int loop_attachment_current(uint32_t number, uint64_t *ret_diskseq);
 
+/* Is node loop<number> bound? 1 yes, 0 no, -ENODEV without such a node.
+ * One or two syscalls (sysfs), no open of the node: for scans of many. */
+int loop_node_bound(uint32_t number);
+
 /* Strict parse of "loopN" or "/dev/loopN" (decimal, no sign, no leading
  * zeros, < 2^20). -EINVAL otherwise. Pure: no file system access. */
 int loop_name_parse(const char *s, uint32_t *ret);

@@ -33,12 +33,9 @@ static int list_free(uint32_t **ret) {
         free_nodes = calloc(n > 0 ? (size_t) n : 1, sizeof(uint32_t));
         if (!free_nodes)
                 return -ENOMEM;
-        for (int i = 0; i < n; i++) {
-                LoopInfo info = { 0 };
-                if (loop_info_read_sysfs(all[i], &info) == 0 && !info.bound)
+        for (int i = 0; i < n; i++)
+                if (loop_node_bound(all[i]) == 0)
                         free_nodes[k++] = all[i];
-                loop_info_done(&info);
-        }
         *ret = free_nodes;
         return k;
 }
@@ -140,8 +137,13 @@ void node_pool_kick(NodePool *p) {
         if (!p)
                 return;
         pthread_mutex_lock(&p->lock);
-        p->kicked = true;
-        pthread_cond_signal(&p->cond);
+        /* Once kicked, the worker sleeps out its delay and then rebalances
+         * anyway: waking it again would only cost both threads a context
+         * switch per create and remove. */
+        if (!p->kicked) {
+                p->kicked = true;
+                pthread_cond_signal(&p->cond);
+        }
         pthread_mutex_unlock(&p->lock);
 }
 

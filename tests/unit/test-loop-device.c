@@ -1638,6 +1638,23 @@ static void test_info_unbound_and_missing_nodes(Fixture *f, gconstpointer data) 
         g_assert_cmpint(loop_info_read_sysfs(1u << 20, &i), ==, -EINVAL);
 }
 
+/* One or two syscalls per node for the node pool's scans: bound, free or gone. */
+static void test_node_bound_tells_bound_free_and_missing(Fixture *f, gconstpointer data) {
+        g_autofree char *p = make_backing("bound", 1 << 20);
+        int fd = open_path(p, O_RDWR);
+        LoopConfig c = { 0 };
+        AUTO_DEVICE d = create_ok(fd, &c);
+        uint32_t spare = add_private_node();
+
+        g_assert_cmpint(loop_node_bound(loop_device_number(d)), ==, 1);
+        g_assert_cmpint(loop_node_bound(spare), ==, 0);
+        g_assert_cmpint(loop_control_remove(control_fd, spare), ==, 0);
+        g_assert_cmpint(loop_node_bound(spare), ==, -ENODEV);
+        g_assert_cmpint(loop_node_bound(1u << 20), ==, -EINVAL);
+        close(fd);
+        detach_ok(d);
+}
+
 /* ---- the rest --------------------------------------------------------- */
 
 static void test_refresh_size_follows_backing_file(Fixture *f, gconstpointer data) {
@@ -1852,6 +1869,7 @@ int main(int argc, char *argv[]) {
         TEST("info/deleted-backing-reported", test_info_deleted_backing_reported);
         TEST("info/sysfs-never-opens-node", test_info_sysfs_never_opens_node);
         TEST("info/unbound-and-missing-nodes", test_info_unbound_and_missing_nodes);
+        TEST("info/node-bound-tells-bound-free-and-missing", test_node_bound_tells_bound_free_and_missing);
         TEST("refresh-size/follows-backing-file", test_refresh_size_follows_backing_file);
         TEST("reopen/matches-device-mode", test_reopen_matches_device_mode);
         TEST("list/contains-created-devices-sorted", test_list_contains_created_devices_sorted);
