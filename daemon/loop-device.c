@@ -114,27 +114,24 @@ static void remove_backoff(unsigned attempt) {
  * device). -E2BIG if it does not fit. */
 static int read_attr(int dirfd, const char *name, char *buf, size_t size) {
         _cleanup_(closep) int fd = -1;
-        size_t n = 0;
+        ssize_t k;
+        size_t n;
 
         fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
         if (fd < 0)
                 return negative_errno();
 
-        for (;;) {
-                ssize_t k;
-
-                if (n >= size - 1)
-                        return -E2BIG;
-                k = read(fd, buf + n, size - 1 - n);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return negative_errno();
-                }
-                if (k == 0)
-                        break;
-                n += (size_t) k;
-        }
+        /* sysfs renders an attribute whole into one page and hands it out in
+         * one read, so a read shorter than the buffer is all of it: no second
+         * read to see EOF (syscalls are most of what a sysfs read costs). */
+        do
+                k = read(fd, buf, size - 1);
+        while (k < 0 && errno == EINTR);
+        if (k < 0)
+                return negative_errno();
+        n = (size_t) k;
+        if (n >= size - 1)
+                return -E2BIG;
         if (n > 0 && buf[n - 1] == '\n')
                 n--;
         buf[n] = 0;
