@@ -408,14 +408,11 @@ int devices_create(Devices *ds, int backing_fd, const LoopConfig *c, uid_t owner
                 r = fd;
                 goto fail_detach;
         }
-        OwnerRecord rec = { .number = info.number, .diskseq = info.diskseq, .uid = owner,
-                            .bound_to = (char *) bound_to };
-        r = owner_store_put(ds->store, &rec);
+        r = owner_store_commit_intent(ds->store, intent, info.number, info.diskseq);
         if (r < 0) {
                 r = state_dir_error(r);
                 goto fail_detach;
         }
-        (void) owner_store_drop_intent(ds->store, intent);
 
         /* A stale entry for this number (a uevent we have not read yet). */
         d = devices_get(ds, info.number);
@@ -423,7 +420,7 @@ int devices_create(Devices *ds, int backing_fd, const LoopConfig *c, uid_t owner
                 device_drop(ds, d, true);
         r = device_new(ds, &info, owner, bound_to, &d);
         if (r < 0) {
-                (void) owner_store_delete(ds->store, rec.number, rec.diskseq);
+                (void) owner_store_delete(ds->store, info.number, info.diskseq);
                 goto fail_detach;
         }
         ld = loop_device_free(ld);

@@ -129,8 +129,23 @@ int owner_store_put_intent(OwnerStore *s, const OwnerIntent *i, char **ret_id) {
         return 0;
 }
 
+static bool intent_id_is_valid(const char *id) {
+        return id && strncmp(id, "pending-", 8) == 0 && !strchr(id, '/');
+}
+
+int owner_store_commit_intent(OwnerStore *s, const char *id, uint32_t number, uint64_t diskseq) {
+        char name[64];
+
+        if (!intent_id_is_valid(id))
+                return -EINVAL;
+        record_name(name, sizeof(name), number, diskseq);
+        if (renameat(s->dir_fd, id, s->dir_fd, name) < 0)
+                return negative_errno();
+        return 0;
+}
+
 int owner_store_drop_intent(OwnerStore *s, const char *id) {
-        if (!id || strncmp(id, "pending-", 8) != 0 || strchr(id, '/'))
+        if (!intent_id_is_valid(id))
                 return -EINVAL;
         if (unlinkat(s->dir_fd, id, 0) < 0 && errno != ENOENT)
                 return negative_errno();

@@ -12,8 +12,11 @@
  *
  * A create writes an intent record ("pending-DEV-INO-N", keyed by the
  * backing file's identity) before it asks the kernel for a device and
- * replaces it by the final record after: a kill -9 between the two leaves
- * the intent, and the restart adopts the device bound to that backing file.
+ * renames it to the final record's name after: a kill -9 between the two
+ * leaves the intent, and the restart adopts the device bound to that
+ * backing file. The rename is one syscall where writing a second file and
+ * dropping the first took five; the record then keeps its "backing=" line,
+ * which a record's reader ignores.
  *
  * No fsync: records live on tmpfs (/run) and describe kernel state that
  * does not survive a power loss either; kill -9 does not lose page cache.
@@ -53,6 +56,9 @@ int owner_store_delete(OwnerStore *s, uint32_t number, uint64_t diskseq);
 /* Writes an intent; *ret_id (malloc'ed) names it for drop. */
 int owner_store_put_intent(OwnerStore *s, const OwnerIntent *i, char **ret_id);
 int owner_store_drop_intent(OwnerStore *s, const char *id);
+/* The intent becomes the record of attachment (number, diskseq), with the
+ * uid and bound name the intent was written with. */
+int owner_store_commit_intent(OwnerStore *s, const char *id, uint32_t number, uint64_t diskseq);
 
 /* Everything on disk. Malformed files are removed and skipped. */
 int owner_store_load(OwnerStore *s, OwnerRecord **ret_records, size_t *ret_n,

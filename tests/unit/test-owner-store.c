@@ -111,6 +111,36 @@ static void test_intent_round_trips_and_drops(Fixture *f, gconstpointer data) {
         owner_intents_free(i, ni);
 }
 
+/* A create's intent becomes its record by one rename, owner and all. */
+static void test_intent_commits_to_record(Fixture *f, gconstpointer data) {
+        OwnerIntent in = { .backing_dev = 0xfe00, .backing_ino = 99, .uid = 1234, .bound_to = (char *) ":1.7" };
+        g_autofree char *id = NULL;
+        OwnerRecord *r = NULL;
+        OwnerIntent *i = NULL;
+        size_t nr, ni;
+
+        g_assert_cmpint(owner_store_put_intent(f->store, &in, &id), ==, 0);
+        g_assert_cmpint(owner_store_commit_intent(f->store, id, 3, 77), ==, 0);
+        load(f, &r, &nr, &i, &ni);
+        g_assert_cmpuint(ni, ==, 0);
+        g_assert_cmpuint(nr, ==, 1);
+        g_assert_cmpuint(r[0].number, ==, 3);
+        g_assert_cmpuint(r[0].diskseq, ==, 77);
+        g_assert_cmpuint(r[0].uid, ==, 1234);
+        g_assert_cmpstr(r[0].bound_to, ==, ":1.7");
+        owner_records_free(r, nr);
+        owner_intents_free(i, ni);
+
+        /* Gone once committed; never a path outside the directory. */
+        g_assert_cmpint(owner_store_commit_intent(f->store, id, 4, 78), ==, -ENOENT);
+        g_assert_cmpint(owner_store_commit_intent(f->store, "../x", 4, 78), ==, -EINVAL);
+        g_assert_cmpint(owner_store_delete(f->store, 3, 77), ==, 0);
+        load(f, &r, &nr, &i, &ni);
+        g_assert_cmpuint(nr, ==, 0);
+        owner_records_free(r, nr);
+        owner_intents_free(i, ni);
+}
+
 static void write_file(Fixture *f, const char *name, const char *text) {
         g_autofree char *p = g_build_filename(f->dir, name, NULL);
         g_assert_true(g_file_set_contents(p, text, -1, NULL));
@@ -194,6 +224,8 @@ int main(int argc, char *argv[]) {
                    test_same_number_other_diskseq_is_another_record, teardown);
         g_test_add("/owner-store/intent-round-trips-and-drops", Fixture, NULL, setup,
                    test_intent_round_trips_and_drops, teardown);
+        g_test_add("/owner-store/intent-commits-to-record", Fixture, NULL, setup, test_intent_commits_to_record,
+                   teardown);
         g_test_add("/owner-store/malformed-files-are-removed", Fixture, NULL, setup,
                    test_malformed_files_are_removed, teardown);
         g_test_add("/owner-store/record-refuses-bad-bound-name", Fixture, NULL, setup,
