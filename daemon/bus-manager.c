@@ -292,9 +292,9 @@ const DeviceEvents bus_device_events = {
         .changed = on_device_changed,
 };
 
-void bus_manager_on_uevent(uint32_t number, const char *action, void *userdata) {
+void bus_manager_on_uevent(const Uevent *ev, void *userdata) {
         Context *c = userdata;
-        devices_sync(c->devices, number); /* UINT32_MAX (overflow): all */
+        devices_uevent(c->devices, ev->number, ev->diskseq, ev->seqnum); /* UINT32_MAX (overflow): all */
 }
 
 /* ---- Create / CreateFromPath ------------------------------------------- */

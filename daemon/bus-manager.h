@@ -31,4 +31,4 @@ void bus_manager_watch_existing(Context *c);
 void bus_manager_cancel_operations(Context *c);
 
 /* uevent handler: userdata is the Context. */
-void bus_manager_on_uevent(uint32_t number, const char *action, void *userdata);
+void bus_manager_on_uevent(const Uevent *ev, void *userdata);

@@ -17,6 +17,7 @@ struct Devices {
         NodePool *pool;
         unsigned quota;
         Device **by_number; /* indexed by loop number; loop numbers are dense */
+        uint64_t *ended;    /* by number: diskseq of the last attachment we saw end there */
         size_t n_slots;
         size_t n_devices;
         DeviceEvents ev;
@@ -33,6 +34,7 @@ static void device_free(Device *d) {
 
 static int slot_reserve(Devices *ds, uint32_t number) {
         Device **n;
+        uint64_t *e;
         size_t want;
 
         if (number < ds->n_slots)
@@ -43,8 +45,13 @@ static int slot_reserve(Devices *ds, uint32_t number) {
         n = reallocarray(ds->by_number, want, sizeof(Device *));
         if (!n)
                 return -ENOMEM;
-        memset(n + ds->n_slots, 0, (want - ds->n_slots) * sizeof(Device *));
         ds->by_number = n;
+        e = reallocarray(ds->ended, want, sizeof(uint64_t));
+        if (!e)
+                return -ENOMEM; /* by_number is only longer than needed */
+        ds->ended = e;
+        memset(n + ds->n_slots, 0, (want - ds->n_slots) * sizeof(Device *));
+        memset(e + ds->n_slots, 0, (want - ds->n_slots) * sizeof(uint64_t));
         ds->n_slots = want;
         return 0;
 }
@@ -168,6 +175,8 @@ static void device_drop(Devices *ds, Device *d, bool emit) {
                 ds->ev.removed(d, ds->userdata);
         if (d->owner != UID_INVALID)
                 (void) owner_store_delete(ds->store, d->number, d->diskseq);
+        if (d->diskseq > ds->ended[d->number])
+                ds->ended[d->number] = d->diskseq;
         ds->by_number[d->number] = NULL;
         ds->n_devices--;
         device_free(d);
@@ -208,6 +217,7 @@ static void sync_one(Devices *ds, uint32_t number) {
         info.backing_dev = d->info.backing_dev;
         info.backing_ino = d->info.backing_ino;
         if (info_equal(&info, &d->info)) {
+                d->info.uevent_seqnum = info.uevent_seqnum;
                 loop_info_done(&info);
                 return;
         }
@@ -240,6 +250,23 @@ void devices_sync(Devices *ds, uint32_t number) {
         }
         for (int k = 0; k < n; k++)
                 sync_one(ds, numbers[k]);
+}
+
+void devices_uevent(Devices *ds, uint32_t number, uint64_t diskseq, uint64_t seqnum) {
+        Device *d = devices_get(ds, number);
+
+        /* Skipping is what keeps our own create and remove from costing a
+         * second full read each: LOOP_CONFIGURE sends one change event and a
+         * detach two, all with the attachment's diskseq (seen on 6.18). */
+        if (number != UINT32_MAX && diskseq != 0) {
+                /* The kernel's diskseq only grows: a new attachment always
+                 * carries a larger one than any before it on any node. */
+                if (d ? diskseq < d->diskseq : number < ds->n_slots && diskseq <= ds->ended[number])
+                        return;
+                if (d && diskseq == d->diskseq && seqnum != 0 && seqnum <= d->info.uevent_seqnum)
+                        return;
+        }
+        devices_sync(ds, number);
 }
 
 /* At start: the kernel's attachments, with the owners our records give. */
@@ -327,6 +354,7 @@ Devices *devices_free(Devices *ds) {
         for (size_t i = 0; i < ds->n_slots; i++)
                 device_free(ds->by_number[i]);
         free(ds->by_number);
+        free(ds->ended);
         owner_store_free(ds->store);
         safe_close(ds->control_fd);
         free(ds);

@@ -60,6 +60,13 @@ DEFINE_POINTER_CLEANUP(Devices, devices_free)
  * changed as needed. */
 void devices_sync(Devices *ds, uint32_t number);
 
+/* A kernel uevent about loop<number> (UINT32_MAX: events were lost, all).
+ * Re-reads the node like devices_sync() unless the event is already
+ * reflected: about an attachment older than the one we know or one we saw
+ * end (diskseq), or numbered no later than our last read of the one we
+ * know (seqnum). 0 for either: unknown, re-read. */
+void devices_uevent(Devices *ds, uint32_t number, uint64_t diskseq, uint64_t seqnum);
+
 Device *devices_get(Devices *ds, uint32_t number);
 /* As devices_get(), but first makes sure it is the kernel's current state. */
 Device *devices_get_fresh(Devices *ds, uint32_t number);

@@ -948,6 +948,11 @@ static int info_read_sysfs_once(uint32_t number, LoopInfo *ret) {
         uint64_t seq_after = 0, v = 0;
         int r;
 
+        /* First: a uevent emitted before this point describes a change
+         * made before it, which the reads below see. So its receiver may
+         * skip every uevent numbered up to this (devices.c does). */
+        (void) read_attr_u64(AT_FDCWD, "/sys/kernel/uevent_seqnum", &i.uevent_seqnum);
+
         dir = open_sysfs_block_dir(number);
         if (dir < 0)
                 return dir;

@@ -178,12 +178,15 @@ typedef struct LoopInfo {
         uint64_t size;        /* bytes */
         uint32_t block_size;  /* logical block size */
         uint32_t flags;       /* LO_FLAGS_* as the kernel reports them */
+        uint64_t uevent_seqnum; /* the kernel's uevent counter just before the read: every
+                                 * uevent numbered up to it is reflected here (0: unknown) */
 } LoopInfo;
 
 void loop_info_done(LoopInfo *i);
 
 /* From sysfs only, without opening the node (an open+close of an autoclear
  * device nobody holds would clear it). backing_dev/backing_ino stay 0.
+ * uevent_seqnum is set (from /sys/kernel/uevent_seqnum, read first).
  * -ENODEV if no such node. An unbound node gives bound=false and 0. */
 int loop_info_read_sysfs(uint32_t number, LoopInfo *ret);
 

@@ -17,8 +17,24 @@ struct UeventMonitor {
         void *userdata;
 };
 
-int uevent_parse(const char *buf, size_t len, uint32_t *number, const char **action) {
+/* Strict decimal; anything else is 0, "unknown", which costs a re-read. */
+static uint64_t parse_seq(const char *s) {
+        uint64_t v = 0;
+
+        if (!*s)
+                return 0;
+        for (; *s; s++) {
+                if (*s < '0' || *s > '9' || v > (UINT64_MAX - 9) / 10)
+                        return 0;
+                v = v * 10 + (uint64_t) (*s - '0');
+        }
+        return v;
+}
+
+int uevent_parse(const char *buf, size_t len, Uevent *ret) {
         const char *act = NULL, *subsystem = NULL, *devtype = NULL, *devname = NULL;
+        uint64_t diskseq = 0, seqnum = 0;
+        uint32_t number;
         size_t off;
 
         /* "ACTION@DEVPATH\0KEY=VALUE\0..." from the kernel. udev's own
@@ -39,15 +55,19 @@ int uevent_parse(const char *buf, size_t len, uint32_t *number, const char **act
                         devtype = kv + 8;
                 else if (strncmp(kv, "DEVNAME=", 8) == 0)
                         devname = kv + 8;
+                else if (strncmp(kv, "DISKSEQ=", 8) == 0)
+                        diskseq = parse_seq(kv + 8);
+                else if (strncmp(kv, "SEQNUM=", 7) == 0)
+                        seqnum = parse_seq(kv + 7);
                 off += n + 1;
         }
         if (!act || !subsystem || !devname)
                 return -EINVAL;
         if (strcmp(subsystem, "block") != 0 || (devtype && strcmp(devtype, "disk") != 0))
                 return 0;
-        if (loop_name_parse(devname, number) < 0)
+        if (loop_name_parse(devname, &number) < 0)
                 return 0;
-        *action = act;
+        *ret = (Uevent) { .number = number, .action = act, .diskseq = diskseq, .seqnum = seqnum };
         return 1;
 }
 
@@ -59,8 +79,7 @@ static int on_uevent(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 struct sockaddr_nl sa = { 0 };
                 struct iovec iov = { buf, sizeof(buf) - 1 };
                 struct msghdr mh = { .msg_name = &sa, .msg_namelen = sizeof(sa), .msg_iov = &iov, .msg_iovlen = 1 };
-                uint32_t number;
-                const char *action;
+                Uevent ev;
                 ssize_t n;
 
                 n = recvmsg(fd, &mh, MSG_DONTWAIT);
@@ -69,7 +88,7 @@ static int on_uevent(sd_event_source *s, int fd, uint32_t revents, void *userdat
                                 return 0;
                         if (errno == ENOBUFS) {
                                 /* We lost events: let the handler resync everything. */
-                                m->handler(UINT32_MAX, "overflow", m->userdata);
+                                m->handler(&(Uevent) { .number = UINT32_MAX, .action = "overflow" }, m->userdata);
                                 continue;
                         }
                         return 0;
@@ -78,8 +97,8 @@ static int on_uevent(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 if (sa.nl_pid != 0 || (mh.msg_flags & MSG_TRUNC))
                         continue;
                 buf[n] = 0;
-                if (uevent_parse(buf, (size_t) n, &number, &action) == 1)
-                        m->handler(number, action, m->userdata);
+                if (uevent_parse(buf, (size_t) n, &ev) == 1)
+                        m->handler(&ev, m->userdata);
         }
 }
 

@@ -14,13 +14,22 @@
 #include "util.h"
 
 typedef struct UeventMonitor UeventMonitor;
-typedef void (*uevent_handler_t)(uint32_t number, const char *action, void *userdata);
+
+typedef struct Uevent {
+        uint32_t number;    /* loopN; UINT32_MAX: events were lost, resync all */
+        const char *action; /* "add", "change", "remove"...; points into the datagram */
+        uint64_t diskseq;   /* DISKSEQ=: the attachment it is about; 0 if absent (before 5.15) */
+        uint64_t seqnum;    /* SEQNUM=: the kernel's uevent counter; 0 if absent */
+} Uevent;
+
+typedef void (*uevent_handler_t)(const Uevent *ev, void *userdata);
 
 int uevent_monitor_new(sd_event *e, uevent_handler_t handler, void *userdata, UeventMonitor **ret);
 UeventMonitor *uevent_monitor_free(UeventMonitor *m);
 DEFINE_POINTER_CLEANUP(UeventMonitor, uevent_monitor_free)
 
 /* Pure parser of one uevent datagram; exposed for tests and fuzzing.
- * Returns 1 and fills *number and *action (pointing into buf) when it is about
- * a whole loop disk, 0 when it is about something else, -EINVAL if malformed. */
-int uevent_parse(const char *buf, size_t len, uint32_t *number, const char **action);
+ * Returns 1 and fills *ret (action pointing into buf) when it is about a
+ * whole loop disk, 0 when it is about something else, -EINVAL if malformed.
+ * A DISKSEQ or SEQNUM that is not a plain decimal number reads as 0. */
+int uevent_parse(const char *buf, size_t len, Uevent *ret);

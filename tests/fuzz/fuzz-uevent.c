@@ -19,21 +19,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         /* An exact-size copy: ASan then catches a read one byte past it. */
         char *buf = malloc(size ? size : 1);
-        const char *action = NULL;
-        uint32_t number = UINT32_MAX;
+        Uevent ev = { .number = UINT32_MAX };
         int r;
 
         if (!buf)
                 return 0;
         memcpy(buf, data, size);
-        r = uevent_parse(buf, size, &number, &action);
+        r = uevent_parse(buf, size, &ev);
         if (r != 1 && r != 0 && r != -EINVAL)
                 abort();
         if (r == 1) {
                 /* The action points into the buffer and is terminated there. */
-                if (!action || action < buf || action >= buf + size || !memchr(action, 0, (size_t) (buf + size - action)))
+                if (!ev.action || ev.action < buf || ev.action >= buf + size ||
+                    !memchr(ev.action, 0, (size_t) (buf + size - ev.action)))
                         abort();
-                if (number == UINT32_MAX)
+                if (ev.number == UINT32_MAX)
                         abort();
         }
         free(buf);

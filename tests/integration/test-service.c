@@ -695,6 +695,63 @@ static void test_object_manager_lists_devices_and_signals(LoopdFixture *f, gcons
         g_assert_false(managed_has(f, obj));
 }
 
+/* loopd skips the uevents that its own create and remove cause (by the
+ * kernel's diskseq and uevent number). What others do to the same devices
+ * must still come through: a resize, a detach, a new attachment of the node. */
+static void test_outside_changes_to_loopd_devices_are_followed(LoopdFixture *f, gconstpointer data) {
+        g_autofree char *img = NULL, *img2 = NULL, *obj = NULL, *obj2 = NULL, *dev = NULL;
+        g_autoptr(SignalLog) log = NULL;
+        g_autoptr(GVariant) changed = NULL, removed = NULL, added = NULL, values = NULL;
+        g_auto(KernelLoop) k = { 0 };
+        guint64 size = 0;
+        guint32 number;
+        gboolean attached = FALSE;
+        int devfd;
+
+        LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
+        img = make_image(f, "outside.img", 4 * MiB);
+        img2 = make_image(f, "outside2.img", 4 * MiB);
+        obj = create_ok(f, img, NULL, &dev, &devfd);
+        close(devfd);
+        number = loop_number_of(dev);
+        log = signal_log_new(f->bus);
+
+        /* A change event about the very attachment loopd created. */
+        grow(img, 8 * MiB);
+        {
+                const char *argv[] = { "losetup", "--set-capacity", dev, NULL };
+                g_assert_cmpint(run_command(argv, NULL, NULL), ==, 0);
+        }
+        changed = signal_log_wait(log, "PropertiesChanged", obj, 1.0);
+        g_assert_nonnull(changed);
+        values = g_variant_get_child_value(changed, 1);
+        g_assert_true(g_variant_lookup(values, "Size", "t", &size));
+        g_assert_cmpuint(size, ==, 8 * MiB);
+
+        /* Detached from outside: its events carry the diskseq loopd knows. */
+        losetup_detach(dev);
+        removed = signal_log_wait(log, "InterfacesRemoved", obj, 1.0);
+        g_assert_nonnull(removed);
+        g_assert_false(managed_has(f, obj));
+
+        /* The same node attached again from outside: a newer diskseq. */
+        for (int attempt = 0; attempt < 50 && !attached; attempt++) {
+                attached = attach_to_number(number, img2);
+                if (!attached)
+                        g_usleep(20000);
+        }
+        if (!attached) {
+                g_test_skip("loop node taken by someone else each time; cannot re-attach the same number");
+                return;
+        }
+        g_assert_true(kernel_loop_read(number, &k));
+        obj2 = g_strdup_printf("/org/loopd/Loop1/device/loop%u_%" G_GUINT64_FORMAT, number, k.diskseq);
+        added = signal_log_wait(log, "InterfacesAdded", obj2, 1.0);
+        g_assert_nonnull(added);
+        g_assert_true(managed_has(f, obj2));
+        losetup_detach(dev);
+}
+
 static void test_losetup_devices_appear_and_vanish_within_a_second(LoopdFixture *f, gconstpointer data) {
         g_autofree char *img = NULL, *dev = NULL, *obj = NULL, *out = NULL, *expected_json = NULL;
         g_autoptr(SignalLog) log = NULL;
@@ -1275,6 +1332,8 @@ int main(int argc, char **argv) {
             test_object_manager_lists_devices_and_signals);
         ADD("/service/object-manager/losetup-devices-appear-and-vanish-within-a-second", &daemon_opts,
             test_losetup_devices_appear_and_vanish_within_a_second);
+        ADD("/service/object-manager/outside-changes-to-loopd-devices-are-followed", &daemon_opts,
+            test_outside_changes_to_loopd_devices_are_followed);
         ADD("/service/autoclear/device-lives-while-fd-is-held", &daemon_opts,
             test_autoclear_device_lives_while_fd_is_held);
         ADD("/service/bind-to-caller/device-goes-with-killed-caller", &daemon_opts,

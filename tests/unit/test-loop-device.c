@@ -1655,6 +1655,31 @@ static void test_node_bound_tells_bound_free_and_missing(Fixture *f, gconstpoint
         detach_ok(d);
 }
 
+/* The uevent counter is read before the attributes: a uevent of the
+ * attachment's own making is numbered no later than it. */
+static void test_info_sysfs_carries_uevent_seqnum(Fixture *f, gconstpointer data) {
+        g_autofree char *p = make_backing("seqnum", 1 << 20);
+        int fd = open_path(p, O_RDWR);
+        LoopConfig c = { 0 };
+        AUTO_DEVICE d = create_ok(fd, &c);
+        LoopInfo before = { 0 }, after = { 0 };
+        uint64_t counter_before = 0;
+        g_autofree char *text = NULL;
+
+        g_assert_true(g_file_get_contents("/sys/kernel/uevent_seqnum", &text, NULL, NULL));
+        counter_before = g_ascii_strtoull(text, NULL, 10);
+        g_assert_cmpuint(counter_before, >, 0); /* LOOP_CONFIGURE sent one already */
+        g_assert_cmpint(loop_info_read_sysfs(loop_device_number(d), &before), ==, 0);
+        g_assert_cmpuint(before.uevent_seqnum, >=, counter_before);
+        g_assert_cmpint(loop_device_refresh_size(d), ==, 0); /* sends a change event */
+        g_assert_cmpint(loop_info_read_sysfs(loop_device_number(d), &after), ==, 0);
+        g_assert_cmpuint(after.uevent_seqnum, >, before.uevent_seqnum);
+        loop_info_done(&before);
+        loop_info_done(&after);
+        close(fd);
+        detach_ok(d);
+}
+
 /* ---- the rest --------------------------------------------------------- */
 
 static void test_refresh_size_follows_backing_file(Fixture *f, gconstpointer data) {
@@ -1870,6 +1895,7 @@ int main(int argc, char *argv[]) {
         TEST("info/sysfs-never-opens-node", test_info_sysfs_never_opens_node);
         TEST("info/unbound-and-missing-nodes", test_info_unbound_and_missing_nodes);
         TEST("info/node-bound-tells-bound-free-and-missing", test_node_bound_tells_bound_free_and_missing);
+        TEST("info/sysfs-carries-uevent-seqnum", test_info_sysfs_carries_uevent_seqnum);
         TEST("refresh-size/follows-backing-file", test_refresh_size_follows_backing_file);
         TEST("reopen/matches-device-mode", test_reopen_matches_device_mode);
         TEST("list/contains-created-devices-sorted", test_list_contains_created_devices_sorted);

@@ -192,12 +192,28 @@ static void test_record_refuses_bad_bound_name(Fixture *f, gconstpointer data) {
 static void test_uevent_parse_loop_disk(void) {
         static const char msg[] = "change@/devices/virtual/block/loop7\0ACTION=change\0DEVPATH=/devices/virtual/block/loop7\0"
                                   "SUBSYSTEM=block\0DEVNAME=loop7\0DEVTYPE=disk\0DISKSEQ=42\0SEQNUM=1";
-        uint32_t n = 0;
-        const char *action = NULL;
+        Uevent ev = { 0 };
 
-        g_assert_cmpint(uevent_parse(msg, sizeof(msg), &n, &action), ==, 1);
-        g_assert_cmpuint(n, ==, 7);
-        g_assert_cmpstr(action, ==, "change");
+        g_assert_cmpint(uevent_parse(msg, sizeof(msg), &ev), ==, 1);
+        g_assert_cmpuint(ev.number, ==, 7);
+        g_assert_cmpstr(ev.action, ==, "change");
+        g_assert_cmpuint(ev.diskseq, ==, 42);
+        g_assert_cmpuint(ev.seqnum, ==, 1);
+}
+
+static void test_uevent_parse_bad_numbers_read_as_unknown(void) {
+        static const char msg[] = "change@/devices/virtual/block/loop7\0ACTION=change\0SUBSYSTEM=block\0DEVNAME=loop7\0"
+                                  "DEVTYPE=disk\0DISKSEQ=-1\0SEQNUM=99999999999999999999999";
+        static const char none[] = "change@/devices/virtual/block/loop7\0ACTION=change\0SUBSYSTEM=block\0DEVNAME=loop7";
+        Uevent ev = { 0 };
+
+        g_assert_cmpint(uevent_parse(msg, sizeof(msg), &ev), ==, 1);
+        g_assert_cmpuint(ev.diskseq, ==, 0);
+        g_assert_cmpuint(ev.seqnum, ==, 0);
+        g_assert_cmpint(uevent_parse(none, sizeof(none), &ev), ==, 1);
+        g_assert_cmpuint(ev.number, ==, 7);
+        g_assert_cmpuint(ev.diskseq, ==, 0);
+        g_assert_cmpuint(ev.seqnum, ==, 0);
 }
 
 static void test_uevent_parse_ignores_others(void) {
@@ -206,15 +222,14 @@ static void test_uevent_parse_ignores_others(void) {
         static const char net[] = "add@/x/lo\0ACTION=add\0SUBSYSTEM=net\0DEVNAME=loop7";
         static const char bad[] = "no at sign here\0ACTION=add";
         static const char libudev[] = "libudev\0\xfe\xed\xca\xfe";
-        uint32_t n;
-        const char *action;
+        Uevent ev;
 
-        g_assert_cmpint(uevent_parse(part, sizeof(part), &n, &action), ==, 0);
-        g_assert_cmpint(uevent_parse(vda, sizeof(vda), &n, &action), ==, 0);
-        g_assert_cmpint(uevent_parse(net, sizeof(net), &n, &action), ==, 0);
-        g_assert_cmpint(uevent_parse(bad, sizeof(bad), &n, &action), ==, -EINVAL);
-        g_assert_cmpint(uevent_parse(libudev, sizeof(libudev), &n, &action), ==, -EINVAL);
-        g_assert_cmpint(uevent_parse("", 0, &n, &action), ==, -EINVAL);
+        g_assert_cmpint(uevent_parse(part, sizeof(part), &ev), ==, 0);
+        g_assert_cmpint(uevent_parse(vda, sizeof(vda), &ev), ==, 0);
+        g_assert_cmpint(uevent_parse(net, sizeof(net), &ev), ==, 0);
+        g_assert_cmpint(uevent_parse(bad, sizeof(bad), &ev), ==, -EINVAL);
+        g_assert_cmpint(uevent_parse(libudev, sizeof(libudev), &ev), ==, -EINVAL);
+        g_assert_cmpint(uevent_parse("", 0, &ev), ==, -EINVAL);
 }
 
 int main(int argc, char *argv[]) {
@@ -233,5 +248,6 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/owner-store/unique-name-validation", test_unique_name_validation);
         g_test_add_func("/uevent/parse-loop-disk", test_uevent_parse_loop_disk);
         g_test_add_func("/uevent/parse-ignores-others", test_uevent_parse_ignores_others);
+        g_test_add_func("/uevent/parse-bad-numbers-read-as-unknown", test_uevent_parse_bad_numbers_read_as_unknown);
         return g_test_run();
 }
