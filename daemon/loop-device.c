@@ -477,14 +477,8 @@ int loop_control_remove(int control_fd, uint32_t number) {
 
 /* ---- LoopDevice ------------------------------------------------------- */
 
-static int loop_device_new(int fd, uint32_t number, LoopDevice **ret) {
-        struct stat st;
+static int loop_device_new_known(int fd, uint32_t number, dev_t devnum, uint64_t diskseq, LoopDevice **ret) {
         LoopDevice *d;
-
-        if (fstat(fd, &st) < 0)
-                return negative_errno();
-        if (!S_ISBLK(st.st_mode))
-                return -ENOTBLK;
 
         d = malloc(sizeof(*d));
         if (!d)
@@ -492,11 +486,21 @@ static int loop_device_new(int fd, uint32_t number, LoopDevice **ret) {
         *d = (LoopDevice) {
                 .fd = fd,
                 .number = number,
-                .devnum = st.st_rdev, /* NOTES #1: never mkdev(7, number) */
-                .diskseq = fd_diskseq(fd, number),
+                .devnum = devnum, /* NOTES #1: never mkdev(7, number) */
+                .diskseq = diskseq,
         };
         *ret = d;
         return 0;
+}
+
+static int loop_device_new(int fd, uint32_t number, LoopDevice **ret) {
+        struct stat st;
+
+        if (fstat(fd, &st) < 0)
+                return negative_errno();
+        if (!S_ISBLK(st.st_mode))
+                return -ENOTBLK;
+        return loop_device_new_known(fd, number, st.st_rdev, fd_diskseq(fd, number), ret);
 }
 
 LoopDevice *loop_device_free(LoopDevice *d) {
@@ -588,6 +592,8 @@ static void fill_file_name(int backing_fd, uint8_t name[LO_NAME_SIZE]) {
         memcpy(name, link, len);
 }
 
+static int read_held_info(int fd, uint32_t number, LoopInfo *ret);
+
 /* Reads the attachment back and compares it with what was asked for
  * (NOTES #5). Vanilla 5.8 ignored lo_sizelimit and partscan in LOOP_CONFIGURE
  * (systemd's loop-util verifies the same way); nothing guarantees a future
@@ -597,32 +603,18 @@ static int verify_configured(int fd, uint32_t number, const struct loop_config *
         _cleanup_(loop_info_done) LoopInfo sys = { 0 };
         struct { uint32_t lo_flags; } info;
         uint32_t want = cfg->info.lo_flags;
-        uint64_t size = 0;
-        int ssz = 0, r;
+        int r;
 
-        /* From sysfs, not LOOP_GET_STATUS64: the latter calls vfs_getattr() on
-         * the backing file, which on FUSE asks the (caller's) file server. */
-        r = loop_info_read_sysfs(number, &sys);
+        r = read_held_info(fd, number, &sys);
         if (r < 0)
                 return r;
-        if (!sys.bound)
-                return -EIO;
         info.lo_flags = sys.flags;
         if (sys.offset != cfg->info.lo_offset || sys.size_limit != cfg->info.lo_sizelimit)
                 return -EOPNOTSUPP;
-
-        if (cfg->block_size != 0) {
-                if (ioctl(fd, BLKSSZGET, &ssz) < 0)
-                        return negative_errno();
-                if ((uint32_t) ssz != cfg->block_size)
-                        return -EOPNOTSUPP;
-        }
-        if (cfg->info.lo_sizelimit != 0) {
-                if (ioctl(fd, BLKGETSIZE64, &size) < 0)
-                        return negative_errno();
-                if (size > cfg->info.lo_sizelimit)
-                        return -EOPNOTSUPP;
-        }
+        if (cfg->block_size != 0 && sys.block_size != cfg->block_size)
+                return -EOPNOTSUPP;
+        if (cfg->info.lo_sizelimit != 0 && sys.size > cfg->info.lo_sizelimit)
+                return -EOPNOTSUPP;
 
         /* Autoclear must match exactly: an unexpected one would make the device vanish at our
          * close, a missing one would leave it behind. */
@@ -735,7 +727,7 @@ int loop_device_create(int control_fd, int backing_fd, const LoopConfig *c, Loop
                 if (r >= 0) {
                         LoopDevice *d = NULL;
 
-                        r = loop_device_new(fd, (uint32_t) number, &d);
+                        r = loop_device_new_known(fd, (uint32_t) number, verified.devnum, verified.diskseq, &d);
                         if (r < 0)
                                 loop_info_done(&verified);
                         if (r >= 0) {
@@ -942,6 +934,79 @@ static int read_backing_file(int dir, char **ret, bool *ret_deleted) {
         return 1;
 }
 
+/* The attributes under loop/ of a bound node: offset, size limit and the
+ * flags only the loop driver knows. -EAGAIN when they vanish (a clear ran). */
+static int read_loop_attrs(int dir, LoopInfo *i) {
+        static const struct {
+                const char *attr;
+                uint32_t flag;
+        } flag_attrs[] = {
+                { "loop/autoclear", LO_FLAGS_AUTOCLEAR },
+                { "loop/partscan", LO_FLAGS_PARTSCAN },
+                { "loop/dio", LO_FLAGS_DIRECT_IO },
+        };
+        uint64_t v;
+        int r;
+
+        if ((r = read_attr_u64(dir, "loop/offset", &i->offset)) < 0 ||
+            (r = read_attr_u64(dir, "loop/sizelimit", &i->size_limit)) < 0)
+                return r == -ENOENT ? -EAGAIN : r;
+        for (size_t k = 0; k < ELEMENTSOF(flag_attrs); k++) {
+                r = read_attr_u64(dir, flag_attrs[k].attr, &v);
+                if (r < 0)
+                        return r == -ENOENT ? -EAGAIN : r;
+                if (v)
+                        i->flags |= flag_attrs[k].flag;
+        }
+        return 0;
+}
+
+/* Everything about the attachment on `fd`, which we hold open: the kernel
+ * cannot clear it before our close (LOOP_CLR_FD by anyone else only marks
+ * it), so unlike loop_info_read_sysfs() nothing needs reading twice. The
+ * block layer's answers come from ioctls on the fd, the loop driver's from
+ * sysfs: 28 syscalls where a full sysfs read takes 42. Never
+ * LOOP_GET_STATUS64: it calls vfs_getattr() on the backing file, which on
+ * FUSE asks the (caller's) file server. */
+static int read_held_info(int fd, uint32_t number, LoopInfo *ret) {
+        _cleanup_(loop_info_done) LoopInfo i = { 0 };
+        _cleanup_(closep) int dir = -1;
+        struct stat st;
+        int ssz = 0, ro = 0, r;
+
+        /* First, as in info_read_sysfs_once(). */
+        (void) read_attr_u64(AT_FDCWD, "/sys/kernel/uevent_seqnum", &i.uevent_seqnum);
+
+        info_names(&i, number);
+        if (fstat(fd, &st) < 0)
+                return negative_errno();
+        if (!S_ISBLK(st.st_mode))
+                return -ENOTBLK;
+        i.devnum = st.st_rdev;
+        i.diskseq = fd_diskseq(fd, number);
+        if (ioctl(fd, BLKGETSIZE64, &i.size) < 0 || ioctl(fd, BLKSSZGET, &ssz) < 0 || ioctl(fd, BLKROGET, &ro) < 0)
+                return negative_errno();
+        i.block_size = (uint32_t) ssz;
+        if (ro)
+                i.flags |= LO_FLAGS_READ_ONLY;
+
+        dir = open_sysfs_block_dir(number);
+        if (dir < 0)
+                return dir;
+        r = read_backing_file(dir, &i.backing_file, &i.backing_deleted);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return -EIO; /* not bound although LOOP_CONFIGURE said so */
+        i.bound = true;
+        r = read_loop_attrs(dir, &i);
+        if (r < 0)
+                return r == -EAGAIN ? -EIO : r;
+        *ret = i;
+        i = (LoopInfo) { 0 };
+        return 0;
+}
+
 static int info_read_sysfs_once(uint32_t number, LoopInfo *ret) {
         _cleanup_(closep) int dir = -1;
         _cleanup_(loop_info_done) LoopInfo i = { 0 };
@@ -971,32 +1036,19 @@ static int info_read_sysfs_once(uint32_t number, LoopInfo *ret) {
         i.bound = r > 0;
 
         if (i.bound) {
-                if ((r = read_attr_u64(dir, "loop/offset", &i.offset)) < 0 ||
-                    (r = read_attr_u64(dir, "loop/sizelimit", &i.size_limit)) < 0)
-                        return r == -ENOENT ? -EAGAIN : r;
+                r = read_loop_attrs(dir, &i);
+                if (r < 0)
+                        return r;
                 if ((r = read_attr_u64(dir, "size", &v)) < 0)
                         return r;
                 i.size = v * SECTOR_BYTES; /* sysfs "size" is always in 512-byte sectors */
                 if ((r = read_attr_u64(dir, "queue/logical_block_size", &v)) < 0)
                         return r;
                 i.block_size = (uint32_t) v;
-
-                static const struct {
-                        const char *attr;
-                        uint32_t flag;
-                } flag_attrs[] = {
-                        { "ro", LO_FLAGS_READ_ONLY },
-                        { "loop/autoclear", LO_FLAGS_AUTOCLEAR },
-                        { "loop/partscan", LO_FLAGS_PARTSCAN },
-                        { "loop/dio", LO_FLAGS_DIRECT_IO },
-                };
-                for (size_t k = 0; k < ELEMENTSOF(flag_attrs); k++) {
-                        r = read_attr_u64(dir, flag_attrs[k].attr, &v);
-                        if (r < 0)
-                                return r == -ENOENT ? -EAGAIN : r;
-                        if (v)
-                                i.flags |= flag_attrs[k].flag;
-                }
+                if ((r = read_attr_u64(dir, "ro", &v)) < 0)
+                        return r;
+                if (v)
+                        i.flags |= LO_FLAGS_READ_ONLY;
         }
 
         /* Attach and clear both bump diskseq: equal before and after means one attachment. */
