@@ -345,7 +345,9 @@ static void create_with_fd(Operation *op) {
          * following both). */
         free(op->backing_path);
         op->backing_path = NULL;
-        r = devices_check_backing(op->backing_fd, &op->opts.config, &backing, &op->backing_path);
+        /* Only polkit's details need the path, and root is never asked. */
+        r = devices_check_backing(op->backing_fd, &op->opts.config, &backing,
+                                  op->uid != 0 ? &op->backing_path : NULL);
         if (r < 0) {
                 reply_errno(op->msg, r, "The backing file");
                 return;
