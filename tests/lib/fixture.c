@@ -40,6 +40,9 @@
 #ifndef LOOPD_DEFAULT_BUS_POLICY
 #error "meson defines LOOPD_DEFAULT_BUS_POLICY"
 #endif
+#ifndef LOOPD_DEFAULT_BUS_CONFIG_TEMPLATE
+#error "meson defines LOOPD_DEFAULT_BUS_CONFIG_TEMPLATE"
+#endif
 
 #define PROBE_ACTION "org.loopd.test.fixture-probe"
 #define PROBE_DETAIL "loopd.test.generation"
@@ -636,63 +639,27 @@ static pid_t spawn(LoopdFixture *f, const char *const *argv, char **env, const c
 
 /* ---- the bus ------------------------------------------------------------- */
 
-static const char bus_config_template[] =
-        "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN\"\n"
-        " \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n"
-        "<!-- Written by the loopd test fixture: a system bus of the test's own. -->\n"
-        "<busconfig>\n"
-        "  <type>system</type>\n"
-        "  <listen>unix:path=%s</listen>\n"
-        "  <auth>EXTERNAL</auth>\n"
-        "  <!-- Activation without a <servicehelper>: dbus-daemon runs Exec= itself, as root. -->\n"
-        "  <servicedir>%s</servicedir>\n"
-        "\n"
-        "  <!-- The default policy of a stock system bus (dbus 1.14 system.conf). -->\n"
-        "  <policy context=\"default\">\n"
-        "    <allow user=\"*\"/>\n"
-        "    <deny own=\"*\"/>\n"
-        "    <deny send_type=\"method_call\"/>\n"
-        "    <allow send_type=\"signal\"/>\n"
-        "    <allow send_requested_reply=\"true\" send_type=\"method_return\"/>\n"
-        "    <allow send_requested_reply=\"true\" send_type=\"error\"/>\n"
-        "    <allow receive_type=\"method_call\"/>\n"
-        "    <allow receive_type=\"method_return\"/>\n"
-        "    <allow receive_type=\"error\"/>\n"
-        "    <allow receive_type=\"signal\"/>\n"
-        "    <allow send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus\"/>\n"
-        "    <allow send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus.Introspectable\"/>\n"
-        "    <allow send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus.Properties\"/>\n"
-        "    <deny send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus\"\n"
-        "          send_member=\"UpdateActivationEnvironment\"/>\n"
-        "    <deny send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus.Debug.Stats\"/>\n"
-        "  </policy>\n"
-        "  <policy user=\"root\">\n"
-        "    <allow send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus.Monitoring\"/>\n"
-        "  </policy>\n"
-        "\n"
-        "  <!-- polkit, as its own package's policy does; root too, for python3-dbusmock's\n"
-        "       polkitd template. -->\n"
-        "  <policy user=\"polkitd\">\n"
-        "    <allow own=\"org.freedesktop.PolicyKit1\"/>\n"
-        "  </policy>\n"
-        "  <policy user=\"root\">\n"
-        "    <allow own=\"org.freedesktop.PolicyKit1\"/>\n"
-        "  </policy>\n"
-        "  <policy context=\"default\">\n"
-        "    <allow send_destination=\"org.freedesktop.PolicyKit1\"/>\n"
-        "  </policy>\n"
-        "\n"
-        "  <!-- loopd's production policy, unchanged. -->\n"
-        "  <include>%s</include>\n"
-        "</busconfig>\n";
+/* Replaces @token in *text, the bus config template read from @path, by
+ * @value, XML-escaped. A template without the token is an error: the
+ * template and its readers must not drift apart silently. */
+static void substitute(char **text, const char *path, const char *token, const char *value) {
+        g_auto(GStrv) parts = g_strsplit(*text, token, -1);
+        g_autofree char *escaped = g_markup_escape_text(value, -1);
+
+        if (g_strv_length(parts) < 2)
+                fixture_fail("%s has no %s", path, token);
+        g_free(*text);
+        *text = g_strjoinv(escaped, parts);
+}
 
 static void start_bus(LoopdFixture *f) {
         g_autofree char *dbus_daemon = NULL, *config = NULL, *config_path = NULL, *socket_path = NULL;
-        g_autofree char *esc_socket = NULL, *esc_services = NULL, *esc_policy = NULL, *arg = NULL;
+        g_autofree char *arg = NULL;
         g_autoptr(GError) error = NULL;
         g_auto(GStrv) env = NULL;
         GString *line = g_string_new(NULL);
         const char *policy = env_or("LOOPD_BUS_POLICY", LOOPD_DEFAULT_BUS_POLICY);
+        const char *template = env_or("LOOPD_BUS_CONFIG_TEMPLATE", LOOPD_DEFAULT_BUS_CONFIG_TEMPLATE);
         int pipefd[2];
         gint64 deadline;
 
@@ -701,11 +668,13 @@ static void start_bus(LoopdFixture *f) {
         if (g_access(policy, R_OK) < 0)
                 fixture_fail("bus policy %s: %s", policy, g_strerror(errno));
 
+        if (!g_file_get_contents(template, &config, NULL, &error))
+                fixture_fail("bus config template: %s", error->message);
         socket_path = g_build_filename(f->tmpdir, "bus.socket", NULL);
-        esc_socket = g_markup_escape_text(socket_path, -1);
-        esc_services = g_markup_escape_text(f->service_dir, -1);
-        esc_policy = g_markup_escape_text(policy, -1);
-        config = g_strdup_printf(bus_config_template, esc_socket, esc_services, esc_policy);
+        substitute(&config, template, "@BUS_SOCKET@", socket_path);
+        substitute(&config, template, "@SERVICE_DIR@", f->service_dir);
+        substitute(&config, template, "@LOOPD_BUS_POLICY@", policy);
+        substitute(&config, template, "@EXTRA_CONFIG@", "");
         config_path = g_build_filename(f->tmpdir, "bus.conf", NULL);
         write_file_or_fail(config_path, config, 0644);
 
@@ -737,8 +706,8 @@ static void start_bus(LoopdFixture *f) {
                 n = read(pipefd[0], buf, sizeof buf);
                 if (n == 0)
                         fixture_fail("dbus-daemon exited before printing its address: it rejected %s "
-                                     "(or the policy it includes, %s); see its stderr above",
-                                     config_path, policy);
+                                     "(made from %s, or the policy it includes, %s); see its stderr above",
+                                     config_path, template, policy);
                 if (n > 0)
                         g_string_append_len(line, buf, n);
         }
