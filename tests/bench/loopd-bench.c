@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -61,6 +62,11 @@ static const char *arg_policy = LOOPD_BENCH_BUS_POLICY;
 
 static char g_tmp[1024];
 static bool g_tmp_ours;
+/* loopd's state directory lives in /run on a systemd host, a tmpfs; here
+ * /run may be on disk, where each owner record costs a journal write.
+ * g_run is a tmpfs of our own (or, if it cannot be mounted, a plain dir). */
+static char g_run[1100];
+static bool g_run_tmpfs;
 static pid_t g_main_pid;
 static volatile sig_atomic_t g_cleaning;
 static bool g_had_node[1 << 16]; /* loop nodes that existed before we started */
@@ -312,12 +318,14 @@ static void cleanup(bool from_signal) {
                         break;
         if (!from_signal)
                 trim_added_nodes(20);
+        if (g_run_tmpfs && umount2(g_run, MNT_DETACH) == 0)
+                g_run_tmpfs = false;
         if (g_tmp_ours)
                 rm_rf(g_tmp);
         else {
                 /* run-bench owns the dir: empty it only. */
                 char sub[PATH_MAX];
-                const char *parts[] = { "backing.img", "bus.conf", "bus.socket", "services", "state", "state-act", "udev" };
+                const char *parts[] = { "backing.img", "bus.conf", "bus.socket", "services", "run", "udev" };
                 for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
                         snprintf(sub, sizeof sub, "%s/%s", g_tmp, parts[i]);
                         rm_rf(sub);
@@ -680,7 +688,7 @@ static bool wait_name(sd_bus *bus, const char *name, bool owned, double seconds)
 
 static bool start_loopd(sd_bus *bus) {
         char sd[PATH_MAX + 32];
-        snprintf(sd, sizeof sd, "--state-dir=%s/state", g_tmp);
+        snprintf(sd, sizeof sd, "--state-dir=%s/state", g_run);
         g_loopd_pid = spawn((const char *const[]) { arg_loopd, sd, "--idle-timeout=0", NULL }, NULL, false, -1);
         if (g_loopd_pid <= 0)
                 return false;
@@ -1176,7 +1184,7 @@ static void phase_activation(sd_bus *bus) {
         }
         snprintf(path, sizeof path, "%s/services/org.loopd.Loop1.service", g_tmp);
         if (asprintf(&svc, "[D-BUS Service]\nName=org.loopd.Loop1\nExec=%s --state-dir=%s/state-act --idle-timeout=0\nUser=root\n",
-                     arg_loopd, g_tmp) < 0 || !write_file(path, svc, 0644)) {
+                     arg_loopd, g_run) < 0 || !write_file(path, svc, 0644)) {
                 snprintf(R.activation_why, sizeof R.activation_why, "cannot write %s", path);
                 free(svc);
                 return;
@@ -1236,8 +1244,10 @@ static void print_table(void) {
         double ld_us = med(&R.ld_cycle);
 
         out("## loopd benchmark\n\n");
-        out("%s · kernel %s · %s · %ld CPUs · loadavg at start %s · backing file: 64 MiB sparse, %s\n\n",
-            buf, u.release, cpu, sysconf(_SC_NPROCESSORS_ONLN), strnull(getenv("LOOPD_BENCH_LOADAVG")), g_backing);
+        out("%s · kernel %s · %s · %ld CPUs · loadavg at start %s · backing file: 64 MiB sparse, %s · "
+            "loopd's state directory on %s\n\n",
+            buf, u.release, cpu, sysconf(_SC_NPROCESSORS_ONLN), strnull(getenv("LOOPD_BENCH_LOADAVG")), g_backing,
+            g_run_tmpfs ? "tmpfs (as /run on a systemd host)" : "the backing file's file system (no tmpfs could be mounted)");
         out("Cycles: %u interleaved (kernel floor, Ping, libloopd), %u per process row, %ux%.1f s per concurrency level, "
             "%u udisks2 cycles, %u devices for RSS, %u activations. µs are medians (p99) of one run; other sessions "
             "may share the machine, so read the ratios.\n\n",
@@ -1476,6 +1486,16 @@ int main(int argc, char **argv) {
                         g_had_node[nums[i]] = true;
         g_have_nodes_snapshot = r >= 0;
         free(nums);
+
+        snprintf(g_run, sizeof g_run, "%s/run", g_tmp);
+        if (mkdir(g_run, 0755) < 0 && errno != EEXIST) {
+                LOG("mkdir %s: %m", g_run);
+                return 1;
+        }
+        g_run_tmpfs = mount("tmpfs", g_run, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=16m") == 0;
+        if (!g_run_tmpfs)
+                LOG("cannot mount a tmpfs on %s (%m): loopd's state directory stays on %s's file system", g_run,
+                    g_tmp);
 
         snprintf(g_backing, sizeof g_backing, "%s/backing.img", g_tmp);
         backing_fd = open(g_backing, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
