@@ -689,7 +689,10 @@ static bool wait_name(sd_bus *bus, const char *name, bool owned, double seconds)
 static bool start_loopd(sd_bus *bus) {
         char sd[PATH_MAX + 32];
         snprintf(sd, sizeof sd, "--state-dir=%s/state", g_run);
-        g_loopd_pid = spawn((const char *const[]) { arg_loopd, sd, "--idle-timeout=0", NULL }, NULL, false, -1);
+        /* As loopd.service starts it; env execs loopd in the same pid. */
+        g_loopd_pid = spawn((const char *const[]) { "env", "GLIBC_TUNABLES=" LOOPD_BENCH_MALLOC_TUNABLES, arg_loopd, sd,
+                                                    "--idle-timeout=0", NULL },
+                            NULL, false, -1);
         if (g_loopd_pid <= 0)
                 return false;
         track(g_loopd_pid);
