@@ -28,6 +28,7 @@ struct Operation {
         sd_bus_message *msg;
         uid_t uid;
         int backing_fd;
+        LoopBacking backing; /* devices_check_backing() of backing_fd */
         CreateOptions opts;
         char *backing_path;
         uint32_t number;
@@ -306,7 +307,7 @@ static void create_finish(Operation *op) {
         const char *bound = op->opts.bind_to_caller ? sd_bus_message_get_sender(op->msg) : NULL;
         int r;
 
-        r = devices_create(c->devices, op->backing_fd, &op->opts.config, op->uid, bound, &d, &fd);
+        r = devices_create(c->devices, op->backing_fd, &op->backing, &op->opts.config, op->uid, bound, &d, &fd);
         if (r < 0) {
                 reply_errno(op->msg, r, "Creating a loop device");
                 return;
@@ -335,7 +336,6 @@ static void on_create_authorized(bool allowed, const sd_bus_error *error, void *
 static void create_with_fd(Operation *op) {
         _cleanup_(operation_freep) Operation *owned = op;
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
-        LoopBacking backing;
         char owner[16];
         int r;
 
@@ -346,7 +346,7 @@ static void create_with_fd(Operation *op) {
         free(op->backing_path);
         op->backing_path = NULL;
         /* Only polkit's details need the path, and root is never asked. */
-        r = devices_check_backing(op->backing_fd, &op->opts.config, &backing,
+        r = devices_check_backing(op->backing_fd, &op->opts.config, &op->backing,
                                   op->uid != 0 ? &op->backing_path : NULL);
         if (r < 0) {
                 reply_errno(op->msg, r, "The backing file");
@@ -356,8 +356,8 @@ static void create_with_fd(Operation *op) {
                 reply_errno(op->msg, -EDQUOT, NULL);
                 return;
         }
-        snprintf(owner, sizeof(owner), "%u", (unsigned) backing.st_uid);
-        bool ro = (op->opts.config.flags & LO_FLAGS_READ_ONLY) || !backing.writable;
+        snprintf(owner, sizeof(owner), "%u", (unsigned) op->backing.st_uid);
+        bool ro = (op->opts.config.flags & LO_FLAGS_READ_ONLY) || !op->backing.writable;
         const char *details[] = {
                 "backing_file", strempty(op->backing_path),
                 "backing_owner", owner,

@@ -391,24 +391,19 @@ static int state_dir_error(int r) {
         return DEVICES_ERROR_STATE_DIR;
 }
 
-int devices_create(Devices *ds, int backing_fd, const LoopConfig *c, uid_t owner, const char *bound_to,
-                   Device **ret, int *ret_fd) {
+int devices_create(Devices *ds, int backing_fd, const LoopBacking *backing, const LoopConfig *c, uid_t owner,
+                   const char *bound_to, Device **ret, int *ret_fd) {
         _cleanup_(loop_device_freep) LoopDevice *ld = NULL;
         _cleanup_(freep) char *intent = NULL;
         _cleanup_(closep) int fd = -1;
-        LoopBacking backing;
         LoopInfo info = { 0 };
         Device *d;
-        uint32_t flags;
         int r;
 
         if (owner != 0 && devices_count_owned(ds, owner) >= ds->quota)
                 return -EDQUOT;
-        r = loop_backing_check(backing_fd, c, &backing, &flags);
-        if (r < 0)
-                return r;
 
-        OwnerIntent it = { .backing_dev = backing.st_dev, .backing_ino = backing.st_ino,
+        OwnerIntent it = { .backing_dev = backing->st_dev, .backing_ino = backing->st_ino,
                            .uid = owner, .bound_to = (char *) bound_to };
         r = owner_store_put_intent(ds->store, &it, &intent);
         if (r < 0)
@@ -427,8 +422,8 @@ int devices_create(Devices *ds, int backing_fd, const LoopConfig *c, uid_t owner
                 r = -EIO;
         if (r < 0)
                 goto fail_detach;
-        info.backing_dev = backing.st_dev;
-        info.backing_ino = backing.st_ino;
+        info.backing_dev = backing->st_dev;
+        info.backing_ino = backing->st_ino;
         /* The caller's fd first, then ours closes: an autoclear device must
          * never be without an opener in between. */
         fd = loop_device_reopen(ld);

@@ -89,9 +89,12 @@ int devices_check_backing(int backing_fd, const LoopConfig *c, LoopBacking *ret,
  * intent record, creates, records the owner, adds the Device (emits
  * added) and returns a fresh non-exclusive fd on it (read-only when the
  * device is). -EROFS/-EOPNOTSUPP etc. from the core.
+ * backing: what devices_check_backing() said of backing_fd; only its
+ * identity (st_dev, st_ino) is used, which an fd keeps for its life. The
+ * core checks the rest again when it attaches.
  */
-int devices_create(Devices *ds, int backing_fd, const LoopConfig *c, uid_t owner, const char *bound_to,
-                   Device **ret, int *ret_fd);
+int devices_create(Devices *ds, int backing_fd, const LoopBacking *backing, const LoopConfig *c, uid_t owner,
+                   const char *bound_to, Device **ret, int *ret_fd);
 
 /* devices_create's answer when the owner records cannot be written (the
  * state directory is full, read-only or gone): nothing was attached. A

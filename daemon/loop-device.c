@@ -820,7 +820,7 @@ int loop_device_open_number(uint32_t number, uint64_t expect_diskseq, int flags,
         if (n != number)
                 return -ENOTBLK;
 
-        r = loop_device_new(fd, number, &d);
+        r = loop_device_new_known(fd, number, st.st_rdev, fd_diskseq(fd, number), &d);
         if (r < 0)
                 return r;
         TAKE_FD(fd);
