@@ -566,6 +566,18 @@ static gboolean attach_to_number(guint32 number, const char *img) {
         return run_command(argv, NULL, NULL) == 0;
 }
 
+/* attach_to_number(), again while another test takes the node first; FALSE
+ * (and the test skipped) when that happened every time. */
+static gboolean reattach_same_number(guint32 number, const char *img) {
+        for (int attempt = 0; attempt < 50; attempt++) {
+                if (attach_to_number(number, img))
+                        return TRUE;
+                g_usleep(20000);
+        }
+        g_test_skip("loop node taken by someone else each time; cannot re-attach the same number");
+        return FALSE;
+}
+
 static void test_reattached_device_gets_new_path_old_one_is_dead(LoopdFixture *f, gconstpointer data) {
         g_autofree char *img = NULL, *img2 = NULL, *obj = NULL, *dev = NULL, *prefix = NULL, *obj2 = NULL,
                         *expected = NULL;
@@ -573,7 +585,6 @@ static void test_reattached_device_gets_new_path_old_one_is_dead(LoopdFixture *f
         g_autoptr(GError) error = NULL;
         g_auto(KernelLoop) k = { 0 };
         guint32 number;
-        gboolean attached = FALSE;
 
         LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
         img = make_image(f, "first.img", 4 * MiB);
@@ -590,15 +601,8 @@ static void test_reattached_device_gets_new_path_old_one_is_dead(LoopdFixture *f
 
         manager_call_ok(f, "Remove", dev);
         assert_detached(number, 5);
-        for (int attempt = 0; attempt < 50 && !attached; attempt++) {
-                attached = attach_to_number(number, img2);
-                if (!attached)
-                        g_usleep(20000);
-        }
-        if (!attached) {
-                g_test_skip("loop node taken by someone else each time; cannot re-attach the same number");
+        if (!reattach_same_number(number, img2))
                 return;
-        }
         g_assert_true(kernel_loop_read(number, &k));
         g_assert_cmpstr(k.backing_file, ==, img2);
 
@@ -705,7 +709,6 @@ static void test_outside_changes_to_loopd_devices_are_followed(LoopdFixture *f, 
         g_auto(KernelLoop) k = { 0 };
         guint64 size = 0;
         guint32 number;
-        gboolean attached = FALSE;
         int devfd;
 
         LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
@@ -735,15 +738,8 @@ static void test_outside_changes_to_loopd_devices_are_followed(LoopdFixture *f, 
         g_assert_false(managed_has(f, obj));
 
         /* The same node attached again from outside: a newer diskseq. */
-        for (int attempt = 0; attempt < 50 && !attached; attempt++) {
-                attached = attach_to_number(number, img2);
-                if (!attached)
-                        g_usleep(20000);
-        }
-        if (!attached) {
-                g_test_skip("loop node taken by someone else each time; cannot re-attach the same number");
+        if (!reattach_same_number(number, img2))
                 return;
-        }
         g_assert_true(kernel_loop_read(number, &k));
         obj2 = g_strdup_printf("/org/loopd/Loop1/device/loop%u_%" G_GUINT64_FORMAT, number, k.diskseq);
         added = signal_log_wait(log, "InterfacesAdded", obj2, 1.0);
