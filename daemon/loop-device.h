@@ -196,7 +196,8 @@ int loop_info_read_sysfs(uint32_t number, LoopInfo *ret);
  * -EBADF after detach. */
 int loop_device_read_info(const LoopDevice *d, LoopInfo *ret);
 
-/* What loop_device_create() read back and verified (from sysfs), moved
+/* What loop_device_create() read back and verified (ioctls on its fd and
+ * sysfs, never LOOP_GET_STATUS64; uevent_seqnum set), moved
  * into *ret; -ENODATA for a device that was not created by this handle.
  * Saves the caller a second read of the same attachment. */
 int loop_device_take_created_info(LoopDevice *d, LoopInfo *ret);
