@@ -384,6 +384,30 @@ static void test_create_as_nobody_without_polkit_is_denied(LoopdFixture *f, gcon
         g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
 }
 
+/* loopd remembers who each unique name is (64 of them, least recently
+ * used first out): many short-lived callers of two uids, more than it
+ * keeps, each answered as its own uid. Without polkit, nobody is refused
+ * and root is not, so a name taken for the other's would show. */
+static void test_many_callers_each_answered_as_own_uid(LoopdFixture *f, gconstpointer data) {
+        g_autofree char *img = NULL;
+
+        LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
+        img = loopd_fixture_make_image(f, "many.img", 4 * MiB, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, 0644);
+        for (int i = 0; i < 40; i++) {
+                g_auto(LoopdRunResult) root = { 0 };
+                g_auto(LoopdRunResult) nobody = { 0 };
+
+                loopd_fixture_call_as(f, 0, 0, &root, "create", img, NULL);
+                g_assert_cmpstr(root.fields[0], ==, "ok");
+                manager_call_ok(f, "Remove", root.fields[2]);
+                loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &nobody, "create", img, "--opt",
+                                      "read-only=b:true", NULL);
+                g_assert_cmpstr(nobody.fields[0], ==, "error");
+                g_assert_cmpstr(nobody.fields[1], ==, DBUS_ERROR_PREFIX "AccessDenied");
+        }
+        g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
+}
+
 /* ---- Open ----------------------------------------------------------------- */
 
 static void test_open_by_dev_path_and_name(LoopdFixture *f, gconstpointer data) {
@@ -1313,6 +1337,8 @@ int main(int argc, char **argv) {
             test_create_from_path_as_nobody_opens_with_callers_rights);
         ADD("/service/create/as-nobody-without-polkit-is-access-denied", &daemon_opts,
             test_create_as_nobody_without_polkit_is_denied);
+        ADD("/service/create/many-callers-each-answered-as-own-uid", &daemon_opts,
+            test_many_callers_each_answered_as_own_uid);
         ADD("/service/open/by-dev-path-and-name", &daemon_opts, test_open_by_dev_path_and_name);
         ADD("/service/open/refuses-what-is-not-a-loop-device", &daemon_opts,
             test_open_refuses_what_is_not_a_loop_device);
