@@ -187,6 +187,52 @@ static gboolean wait_no_bound(LoopdFixture *f, double sec) {
         return TRUE;
 }
 
+static gint compare_strings(gconstpointer a, gconstpointer b) {
+        return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+/* The loop devices of this test and the state directory's names, as one
+ * string to compare. */
+static char *state_snapshot(LoopdFixture *f) {
+        g_autoptr(GPtrArray) loops = loopd_fixture_list_loops(f);
+        g_autoptr(GDir) d = g_dir_open(f->state_dir, 0, NULL);
+        g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+        GString *out = g_string_new(NULL);
+        const char *name;
+
+        for (guint i = 0; i < loops->len; i++)
+                g_string_append_printf(out, "%s ", (char *) loops->pdata[i]);
+        while (d && (name = g_dir_read_name(d)))
+                g_ptr_array_add(names, g_strdup(name));
+        g_ptr_array_sort(names, compare_strings);
+        for (guint i = 0; i < names->len; i++)
+                g_string_append_printf(out, "%s ", (char *) names->pdata[i]);
+        return g_string_free(out, FALSE);
+}
+
+/* Until loopd has finished what the killed callers sent before they died.
+ * dbus-daemon still delivers a dead connection's last messages, so a
+ * Create can still be on its way (its intent record on disk for a moment,
+ * its device bound to a caller already gone) when the callers are reaped.
+ * Settled: nothing changed for 300 ms. Not settled within 10 s fails. */
+static void wait_settled(LoopdFixture *f) {
+        gint64 deadline = g_get_monotonic_time() + (gint64) (10 * loopd_test_timeout_scale() * G_USEC_PER_SEC);
+        g_autofree char *last = state_snapshot(f);
+
+        for (;;) {
+                g_autofree char *now = NULL;
+
+                g_usleep(300000);
+                now = state_snapshot(f);
+                if (g_str_equal(now, last))
+                        return;
+                if (g_get_monotonic_time() > deadline)
+                        g_error("loopd's devices and records still change 10 s after its callers died: %s", now);
+                g_free(last);
+                last = g_steal_pointer(&now);
+        }
+}
+
 static guint remove_all(LoopdFixture *f) {
         g_autoptr(GPtrArray) loops = loopd_fixture_list_loops(f);
 
@@ -251,6 +297,9 @@ static void test_kill9_storm(LoopdFixture *f, gconstpointer data) {
                 bound_now = count_bound(f);
                 if (!wait_no_bound(f, 10))
                         g_error("round %u: devices bound to dead callers are still there", round);
+                wait_settled(f);
+                if (count_bound(f) > 0)
+                        g_error("round %u: a late create of a dead caller left its bound device", round);
                 bound_removed += bound_now;
 
                 devices = check_records_match_kernel(f);
