@@ -934,6 +934,17 @@ static int read_backing_file(int dir, char **ret, bool *ret_deleted) {
         return 1;
 }
 
+/* The kernel's uevent counter, read *before* the state it goes with: a
+ * uevent emitted before this point describes a change made before it,
+ * which the reads that follow see, so its receiver may skip every uevent
+ * numbered up to this (devices.c does). 0 when unknown. */
+static uint64_t uevent_seqnum_now(void) {
+        uint64_t v = 0;
+
+        (void) read_attr_u64(AT_FDCWD, "/sys/kernel/uevent_seqnum", &v);
+        return v;
+}
+
 /* The attributes under loop/ of a bound node: offset, size limit and the
  * flags only the loop driver knows. -EAGAIN when they vanish (a clear ran). */
 static int read_loop_attrs(int dir, LoopInfo *i) {
@@ -974,8 +985,7 @@ static int read_held_info(int fd, uint32_t number, LoopInfo *ret) {
         struct stat st;
         int ssz = 0, ro = 0, r;
 
-        /* First, as in info_read_sysfs_once(). */
-        (void) read_attr_u64(AT_FDCWD, "/sys/kernel/uevent_seqnum", &i.uevent_seqnum);
+        i.uevent_seqnum = uevent_seqnum_now(); /* first: see there */
 
         info_names(&i, number);
         if (fstat(fd, &st) < 0)
@@ -1013,10 +1023,7 @@ static int info_read_sysfs_once(uint32_t number, LoopInfo *ret) {
         uint64_t seq_after = 0, v = 0;
         int r;
 
-        /* First: a uevent emitted before this point describes a change
-         * made before it, which the reads below see. So its receiver may
-         * skip every uevent numbered up to this (devices.c does). */
-        (void) read_attr_u64(AT_FDCWD, "/sys/kernel/uevent_seqnum", &i.uevent_seqnum);
+        i.uevent_seqnum = uevent_seqnum_now(); /* first: see there */
 
         dir = open_sysfs_block_dir(number);
         if (dir < 0)
