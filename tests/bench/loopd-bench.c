@@ -427,23 +427,19 @@ static bool find_loop_name(const char *s, char *ret) {
         return n > 4;
 }
 
-static long rss_kib(pid_t pid) {
-        char path[64], buf[4096], *p;
-        snprintf(path, sizeof path, "/proc/%d/status", (int) pid);
-        if (!read_small(path, buf, sizeof buf) || !(p = strstr(buf, "VmRSS:")))
-                return -1;
-        return strtol(p + 6, NULL, 10);
-}
-
-/* "RssAnon" or "RssFile" from /proc/PID/status: what of the RSS is the
- * process's own memory, and what is mapped files (shared libraries, whose
- * pages every process using them shares). */
+/* A "Key:  N kB" line of /proc/PID/status, in KiB; -1 if unknown.
+ * RssAnon is the process's own memory, RssFile its mapped files (shared
+ * libraries, whose pages every process using them shares). */
 static long status_kib(pid_t pid, const char *key) {
         char path[64], buf[4096], *p;
         snprintf(path, sizeof path, "/proc/%d/status", (int) pid);
         if (!read_small(path, buf, sizeof buf) || !(p = strstr(buf, key)))
                 return -1;
         return strtol(p + strlen(key), NULL, 10);
+}
+
+static long rss_kib(pid_t pid) {
+        return status_kib(pid, "VmRSS:");
 }
 
 static const char *find_exe(const char *const *candidates) {
