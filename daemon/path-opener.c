@@ -54,6 +54,15 @@ _Noreturn static void helper(int sock, const char *path, int flags, uid_t uid, g
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 
         (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+        /* Hold nothing of loopd's before becoming the caller: a fork keeps
+         * every fd loopd has, the backing files of other callers' pending
+         * requests among them, and a reopen through /proc/self/fd/N checks
+         * only the file's own mode, never the directories above it. Only
+         * the socket to loopd stays. */
+        if ((sock > 0 && close_range(0, (unsigned) sock - 1, 0) < 0) || close_range((unsigned) sock + 1, ~0U, 0) < 0) {
+                err = errno;
+                goto send;
+        }
         /* Drop everything in the order that keeps the right to drop: groups
          * first, gid, then uid; verify that root is really gone. */
         if (setgroups(n_groups, groups) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0 ||
