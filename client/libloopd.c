@@ -18,7 +18,6 @@
 #include "loopd.h"
 #include "util.h"
 
-#define LOOPD_ERROR_PREFIX "org.loopd.Loop1.Error."
 
 /* The layout the header promises: no implicit padding, 32 bytes. */
 static_assert(sizeof(LoopdCreateOptions) == 32, "LoopdCreateOptions layout changed");

@@ -27,5 +27,7 @@
 
 #include "loopd-glib-generated.h"
 
-#define LOOPD_GLIB_BUS_NAME     "org.loopd.Loop1"
-#define LOOPD_GLIB_MANAGER_PATH "/org/loopd/Loop1"
+#include <loopd-protocol.h>
+
+#define LOOPD_GLIB_BUS_NAME     LOOPD_BUS_NAME
+#define LOOPD_GLIB_MANAGER_PATH LOOPD_MANAGER_PATH

@@ -48,16 +48,13 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "loopd-protocol.h" /* bus name, paths, interfaces, error names */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define LOOPD_BUS_NAME          "org.loopd.Loop1"
-#define LOOPD_MANAGER_PATH      "/org/loopd/Loop1"
-#define LOOPD_MANAGER_INTERFACE "org.loopd.Loop1.Manager"
-#define LOOPD_DEVICE_INTERFACE  "org.loopd.Loop1.Device"
-
-/* OwnerUID of a device that was not created through loopd. */
+/* OwnerUID of a device that was not created through loopd (LOOPD_OWNER_NONE). */
 #define LOOPD_UID_INVALID UINT32_C(4294967295)
 
 typedef struct LoopdClient LoopdClient;

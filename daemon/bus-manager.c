@@ -270,19 +270,19 @@ void bus_manager_watch_existing(Context *c) {
 
 static void on_device_added(Device *d, void *userdata) {
         Context *c = userdata;
-        (void) sd_bus_emit_interfaces_added(c->bus, d->object_path, LOOPD_DEVICE_IFACE, NULL);
+        (void) sd_bus_emit_interfaces_added(c->bus, d->object_path, LOOPD_DEVICE_INTERFACE, NULL);
 }
 
 static void on_device_removed(Device *d, void *userdata) {
         Context *c = userdata;
         name_watch_free(d->bus_data);
         d->bus_data = NULL;
-        (void) sd_bus_emit_interfaces_removed(c->bus, d->object_path, LOOPD_DEVICE_IFACE, NULL);
+        (void) sd_bus_emit_interfaces_removed(c->bus, d->object_path, LOOPD_DEVICE_INTERFACE, NULL);
 }
 
 static void on_device_changed(Device *d, void *userdata) {
         Context *c = userdata;
-        (void) sd_bus_emit_properties_changed(c->bus, d->object_path, LOOPD_DEVICE_IFACE, "BackingFile",
+        (void) sd_bus_emit_properties_changed(c->bus, d->object_path, LOOPD_DEVICE_INTERFACE, "BackingFile",
                                               "Offset", "SizeLimit", "Size", "BlockSize", "ReadOnly",
                                               "Autoclear", "Partscan", "DirectIO", NULL);
 }
@@ -829,14 +829,14 @@ static const sd_bus_vtable device_vtable[] = {
 int bus_manager_register(Context *c) {
         int r;
 
-        r = sd_bus_add_object_vtable(c->bus, NULL, LOOPD_MANAGER_PATH, LOOPD_MANAGER_IFACE, manager_vtable, c);
+        r = sd_bus_add_object_vtable(c->bus, NULL, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, manager_vtable, c);
         if (r < 0)
                 return r;
-        r = sd_bus_add_fallback_vtable(c->bus, NULL, "/org/loopd/Loop1/device", LOOPD_DEVICE_IFACE, device_vtable,
+        r = sd_bus_add_fallback_vtable(c->bus, NULL, LOOPD_DEVICE_PATH_PREFIX, LOOPD_DEVICE_INTERFACE, device_vtable,
                                        device_find, c);
         if (r < 0)
                 return r;
-        r = sd_bus_add_node_enumerator(c->bus, NULL, "/org/loopd/Loop1/device", device_enumerate, c);
+        r = sd_bus_add_node_enumerator(c->bus, NULL, LOOPD_DEVICE_PATH_PREFIX, device_enumerate, c);
         if (r < 0)
                 return r;
         return sd_bus_add_object_manager(c->bus, NULL, LOOPD_MANAGER_PATH);

@@ -10,11 +10,8 @@
  */
 
 #include "context.h"
+#include "loopd-protocol.h"
 
-#define LOOPD_BUS_NAME "org.loopd.Loop1"
-#define LOOPD_MANAGER_PATH "/org/loopd/Loop1"
-#define LOOPD_MANAGER_IFACE "org.loopd.Loop1.Manager"
-#define LOOPD_DEVICE_IFACE "org.loopd.Loop1.Device"
 
 /* Registers the objects on c->bus. */
 int bus_manager_register(Context *c);

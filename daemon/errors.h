@@ -11,19 +11,13 @@
 
 #include "util.h"
 
-#define LOOPD_ERROR_NOT_A_LOOP_DEVICE "org.loopd.Loop1.Error.NotALoopDevice"
-#define LOOPD_ERROR_NO_SUCH_DEVICE    "org.loopd.Loop1.Error.NoSuchDevice"
-#define LOOPD_ERROR_BUSY              "org.loopd.Loop1.Error.Busy"
-#define LOOPD_ERROR_BAD_BACKING_FILE  "org.loopd.Loop1.Error.BadBackingFile"
-#define LOOPD_ERROR_NO_FREE_DEVICE    "org.loopd.Loop1.Error.NoFreeDevice"
-#define LOOPD_ERROR_QUOTA_EXCEEDED    "org.loopd.Loop1.Error.QuotaExceeded"
+#include "loopd-protocol.h"
 
-#define DBUS_ERROR_INVALID_ARGS  "org.freedesktop.DBus.Error.InvalidArgs"
-#define DBUS_ERROR_ACCESS_DENIED "org.freedesktop.DBus.Error.AccessDenied"
-#define DBUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED \
-        "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
-#define DBUS_ERROR_FAILED        "org.freedesktop.DBus.Error.Failed"
-#define DBUS_ERROR_TIMEOUT       "org.freedesktop.DBus.Error.Timeout"
+#define DBUS_ERROR_INVALID_ARGS LOOPD_DBUS_ERROR_INVALID_ARGS
+#define DBUS_ERROR_ACCESS_DENIED LOOPD_DBUS_ERROR_ACCESS_DENIED
+#define DBUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED LOOPD_DBUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED
+#define DBUS_ERROR_FAILED LOOPD_DBUS_ERROR_FAILED
+#define DBUS_ERROR_TIMEOUT LOOPD_DBUS_ERROR_TIMEOUT
 
 /* Registers the errno mapping of our names with sd-bus, so that a reply
  * built with sd_bus_error_set() maps back to errno in sd-bus clients. */
