@@ -2,11 +2,10 @@
 
 /*
  * The loop core. Kernel facts this file relies on were checked on 6.18
- * (Debian 12 VM, see shared/notes); where older kernels differ the comment
- * says so.
+ * (Debian 12); where older kernels differ the comment says so.
  */
 
-#include <dirent.h>
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -26,13 +25,8 @@
 
 #include "loop-device.h"
 
-#ifndef BLKGETDISKSEQ
-#define BLKGETDISKSEQ _IOR(0x12, 128, uint64_t)
-#endif
-
 #define LOOP_MAJOR_NUMBER 7
 #define BLOCK_EXT_MAJOR_NUMBER 259
-#define LOOP_NUMBER_MAX (UINT32_C(1) << 20) /* MINORBITS: exclusive bound */
 #define SECTOR_BYTES UINT64_C(512)
 
 /* Create: after this many EBUSY on the same node in a row, stop asking
@@ -60,11 +54,6 @@ struct LoopDevice {
         bool dio_refused;
         LoopInfo created;  /* what create verified, read from sysfs; bound=false otherwise */
 };
-
-static inline void closedirp(DIR **d) {
-        if (*d)
-                (void) closedir(*d);
-}
 
 /* Cheap jitter: the low bits of the monotonic clock differ between racing
  * processes, which is all a backoff needs. Not for anything else. */
@@ -106,194 +95,7 @@ static void remove_backoff(unsigned attempt) {
         sleep_nsec(jitter_nsec(cap / 2, cap));
 }
 
-/* ---- sysfs ------------------------------------------------------------ */
-
-/* Reads a sysfs attribute relative to dirfd into buf (NUL-terminated),
- * dropping the one trailing newline the kernel appends. Returns the length or
- * -errno (-ENOENT when the attribute does not exist, e.g. loop/ of an unbound
- * device). -E2BIG if it does not fit. */
-static int read_attr(int dirfd, const char *name, char *buf, size_t size) {
-        _cleanup_(closep) int fd = -1;
-        ssize_t k;
-        size_t n;
-
-        fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
-        if (fd < 0)
-                return negative_errno();
-
-        /* sysfs renders an attribute whole into one page and hands it out in
-         * one read, so a read shorter than the buffer is all of it: no second
-         * read to see EOF (syscalls are most of what a sysfs read costs). */
-        do
-                k = read(fd, buf, size - 1);
-        while (k < 0 && errno == EINTR);
-        if (k < 0)
-                return negative_errno();
-        n = (size_t) k;
-        if (n >= size - 1)
-                return -E2BIG;
-        if (n > 0 && buf[n - 1] == '\n')
-                n--;
-        buf[n] = 0;
-        return (int) n;
-}
-
-static int parse_u64(const char *s, uint64_t *ret) {
-        char *end = NULL;
-        unsigned long long v;
-
-        if (s[0] < '0' || s[0] > '9')
-                return -EINVAL;
-        errno = 0;
-        v = strtoull(s, &end, 10);
-        if (errno != 0 || !end || *end != 0)
-                return -EINVAL;
-        *ret = (uint64_t) v;
-        return 0;
-}
-
-static int read_attr_u64(int dirfd, const char *name, uint64_t *ret) {
-        char buf[64];
-        int r;
-
-        r = read_attr(dirfd, name, buf, sizeof(buf));
-        if (r < 0)
-                return r;
-        return parse_u64(buf, ret);
-}
-
-static int read_attr_devnum(int dirfd, const char *name, dev_t *ret) {
-        char buf[64], *colon;
-        uint64_t ma, mi;
-        int r;
-
-        r = read_attr(dirfd, name, buf, sizeof(buf));
-        if (r < 0)
-                return r;
-        colon = strchr(buf, ':');
-        if (!colon)
-                return -EINVAL;
-        *colon = 0;
-        if (parse_u64(buf, &ma) < 0 || parse_u64(colon + 1, &mi) < 0 || ma > UINT32_MAX || mi > UINT32_MAX)
-                return -EINVAL;
-        *ret = makedev((unsigned) ma, (unsigned) mi);
-        return 0;
-}
-
-static int open_sysfs_block_dir(uint32_t number) {
-        char p[sizeof("/sys/block/loop") + 16];
-        int fd;
-
-        (void) snprintf(p, sizeof(p), "/sys/block/loop%" PRIu32, number);
-        fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
-                return errno == ENOENT ? -ENODEV : negative_errno();
-        return fd;
-}
-
-/* sysfs prints the backing file with d_path(), which appends " (deleted)" to an
- * unlinked file. A path is not an identity (NOTES #2): this only reports. */
-static const char deleted_suffix[] = " (deleted)";
-
-static bool strip_deleted_suffix(char *s) {
-        size_t n = strlen(s), k = sizeof(deleted_suffix) - 1;
-
-        if (n < k || strcmp(s + n - k, deleted_suffix) != 0)
-                return false;
-        s[n - k] = 0;
-        return true;
-}
-
-/* Which loop device a block devnum is, from the name the kernel gave the disk
- * (/sys/dev/block/MAJ:MIN -> .../block/loopN). Partitions are named loopNpM
- * and fail loop_name_parse(), so only whole loop disks pass. No open. */
-static int loop_number_from_devnum(dev_t devnum, uint32_t *ret) {
-        char p[64], target[PATH_MAX];
-        const char *base;
-        ssize_t n;
-
-        (void) snprintf(p, sizeof(p), "/sys/dev/block/%u:%u", major(devnum), minor(devnum));
-        n = readlink(p, target, sizeof(target) - 1);
-        if (n < 0)
-                return -ENOTBLK;
-        target[n] = 0;
-        base = strrchr(target, '/');
-        base = base ? base + 1 : target;
-        if (loop_name_parse(base, ret) < 0)
-                return -ENOTBLK;
-        return 0;
-}
-
-static uint64_t fd_diskseq(int fd, uint32_t number) {
-        uint64_t seq = 0;
-        _cleanup_(closep) int dir = -1;
-
-        if (ioctl(fd, BLKGETDISKSEQ, &seq) == 0)
-                return seq;
-        /* Kernels before 5.15 have no BLKGETDISKSEQ; sysfs got "diskseq" at the same time, so
-         * this fallback mostly matters for odd builds. */
-        dir = open_sysfs_block_dir(number);
-        if (dir < 0 || read_attr_u64(dir, "diskseq", &seq) < 0)
-                return 0;
-        return seq;
-}
-
-int loop_node_bound(uint32_t number) {
-        char p[sizeof("/sys/block/loop/loop/backing_file") + 16];
-
-        if (number >= LOOP_NUMBER_MAX)
-                return -EINVAL;
-        (void) snprintf(p, sizeof(p), "/sys/block/loop%" PRIu32 "/loop/backing_file", number);
-        if (faccessat(AT_FDCWD, p, F_OK, 0) == 0)
-                return 1;
-        if (errno != ENOENT)
-                return negative_errno();
-        /* No loop/ directory: unbound, or no such node at all. */
-        (void) snprintf(p, sizeof(p), "/sys/block/loop%" PRIu32, number);
-        return faccessat(AT_FDCWD, p, F_OK, 0) == 0 ? 0 : -ENODEV;
-}
-
-/* Is the attachment `diskseq` still bound on node `number`? From sysfs only. */
-static bool attachment_bound(uint32_t number, uint64_t diskseq) {
-        char p[sizeof("/sys/block/loop/diskseq") + 16];
-        uint64_t now_seq;
-
-        /* By full path, not through a directory fd: every detach asks, and
-         * the usual answer (a new diskseq) then takes three syscalls. */
-        (void) snprintf(p, sizeof(p), "/sys/block/loop%" PRIu32 "/diskseq", number);
-        /* The kernel bumps diskseq on every attach and on every clear. */
-        if (diskseq != 0 && read_attr_u64(AT_FDCWD, p, &now_seq) == 0 && now_seq != diskseq)
-                return false;
-        return loop_node_bound(number) == 1;
-}
-
 /* ---- pure checks ------------------------------------------------------ */
-
-int loop_name_parse(const char *s, uint32_t *ret) {
-        uint32_t v = 0;
-
-        if (!s)
-                return -EINVAL;
-        if (strncmp(s, "/dev/", 5) == 0)
-                s += 5;
-        if (strncmp(s, "loop", 4) != 0)
-                return -EINVAL;
-        s += 4;
-        if (s[0] < '0' || s[0] > '9')
-                return -EINVAL;
-        if (s[0] == '0' && s[1] != 0)
-                return -EINVAL; /* leading zero */
-        for (; *s; s++) {
-                if (*s < '0' || *s > '9')
-                        return -EINVAL;
-                v = v * 10 + (uint32_t) (*s - '0');
-                if (v >= LOOP_NUMBER_MAX)
-                        return -EINVAL;
-        }
-        if (ret)
-                *ret = v;
-        return 0;
-}
 
 int loop_config_validate(const LoopConfig *c) {
         long page;
@@ -326,7 +128,7 @@ int loop_backing_check(int backing_fd, const LoopConfig *c, LoopBacking *ret, ui
         struct stat st;
         uint64_t size, avail;
         bool writable;
-        int fl, r;
+        int fl;
 
         if (backing_fd < 0)
                 return -EBADF;
@@ -378,10 +180,6 @@ int loop_backing_check(int backing_fd, const LoopConfig *c, LoopBacking *ret, ui
                         writable = false;
         } else
                 return -EMEDIUMTYPE;
-
-        r = loop_config_validate(c);
-        if (r < 0)
-                return r;
 
         /* The kernel would make a device of 0 sectors out of all of these: offset at or past
          * the end, a size limit past the end (silently clamped), or less than one sector. */
@@ -452,7 +250,6 @@ int loop_control_remove(int control_fd, uint32_t number) {
                 return -EINVAL;
 
         for (unsigned attempt = 0;; attempt++) {
-                _cleanup_(closep) int dir = -1;
                 uint64_t autoclear = 0;
 
                 if (ioctl(control_fd, LOOP_CTL_REMOVE, (unsigned long) number) == 0)
@@ -466,10 +263,8 @@ int loop_control_remove(int control_fd, uint32_t number) {
                  * still open (udev probing, a late closer). Only the latter goes away by itself,
                  * as does a bound one whose detach is pending (autoclear); a plain attachment
                  * will not, so do not wait for it. */
-                dir = open_sysfs_block_dir(number);
-                if (dir >= 0 && faccessat(dir, "loop/backing_file", F_OK, 0) == 0 &&
-                    read_attr_u64(dir, "loop/autoclear", &autoclear) == 0 && autoclear == 0)
-                        return -EBUSY;
+                if (loop_sysfs_read_u64(number, "loop/autoclear", &autoclear) == 0 && autoclear == 0)
+                        return -EBUSY; /* loop/ exists: bound, and nothing will clear it */
 
                 remove_backoff(attempt);
         }
@@ -486,7 +281,7 @@ static int loop_device_new_known(int fd, uint32_t number, dev_t devnum, uint64_t
         *d = (LoopDevice) {
                 .fd = fd,
                 .number = number,
-                .devnum = devnum, /* NOTES #1: never mkdev(7, number) */
+                .devnum = devnum, /* R1: never mkdev(7, number) */
                 .diskseq = diskseq,
         };
         *ret = d;
@@ -500,7 +295,7 @@ static int loop_device_new(int fd, uint32_t number, LoopDevice **ret) {
                 return negative_errno();
         if (!S_ISBLK(st.st_mode))
                 return -ENOTBLK;
-        return loop_device_new_known(fd, number, st.st_rdev, fd_diskseq(fd, number), ret);
+        return loop_device_new_known(fd, number, st.st_rdev, loop_fd_diskseq(fd, number), ret);
 }
 
 LoopDevice *loop_device_free(LoopDevice *d) {
@@ -520,32 +315,6 @@ int loop_device_take_created_info(LoopDevice *d, LoopInfo *ret) {
         *ret = d->created;
         d->created = (LoopInfo) { 0 };
         return 0;
-}
-
-int loop_attachment_current(uint32_t number, uint64_t *ret_diskseq) {
-        _cleanup_(closep) int dir = -1;
-        uint64_t seq = 0, seq2 = 0;
-        bool bound;
-        int r;
-
-        if (!ret_diskseq || number >= LOOP_NUMBER_MAX)
-                return -EINVAL;
-        dir = open_sysfs_block_dir(number);
-        if (dir < 0)
-                return dir;
-        /* diskseq before and after the bound check: an attach in between
-         * changes it, and the caller then falls back to a full read. */
-        r = read_attr_u64(dir, "diskseq", &seq);
-        if (r < 0)
-                return r;
-        bound = faccessat(dir, "loop/backing_file", F_OK, 0) == 0;
-        r = read_attr_u64(dir, "diskseq", &seq2);
-        if (r < 0)
-                return r;
-        if (seq != seq2)
-                return -EAGAIN;
-        *ret_diskseq = seq;
-        return bound;
 }
 
 uint32_t loop_device_number(const LoopDevice *d) {
@@ -568,7 +337,7 @@ bool loop_device_dio_refused(const LoopDevice *d) {
         return d->dio_refused;
 }
 
-/* lo_file_name (NOTES #4): the backing fd's path as the kernel resolves it,
+/* lo_file_name (R4): the backing fd's path as the kernel resolves it,
  * cut to LO_NAME_SIZE - 1 bytes without splitting a UTF-8 sequence. Best
  * effort: an empty name when /proc is unavailable. */
 static void fill_file_name(int backing_fd, uint8_t name[LO_NAME_SIZE]) {
@@ -592,23 +361,23 @@ static void fill_file_name(int backing_fd, uint8_t name[LO_NAME_SIZE]) {
         memcpy(name, link, len);
 }
 
-static int read_held_info(int fd, uint32_t number, LoopInfo *ret);
-
 /* Reads the attachment back and compares it with what was asked for
- * (NOTES #5). Vanilla 5.8 ignored lo_sizelimit and partscan in LOOP_CONFIGURE
+ * (R5). Vanilla 5.8 ignored lo_sizelimit and partscan in LOOP_CONFIGURE
  * (systemd's loop-util verifies the same way); nothing guarantees a future
  * kernel will not drop a setting silently again. */
 static int verify_configured(int fd, uint32_t number, const struct loop_config *cfg, bool *dio_refused,
                              LoopInfo *ret_info) {
         _cleanup_(loop_info_done) LoopInfo sys = { 0 };
-        struct { uint32_t lo_flags; } info;
-        uint32_t want = cfg->info.lo_flags;
+        uint32_t want = cfg->info.lo_flags, got;
         int r;
 
-        r = read_held_info(fd, number, &sys);
+        /* We hold the fd: nobody can finish clearing it meanwhile. */
+        r = loop_info_read(number, fd, 0, &sys);
         if (r < 0)
                 return r;
-        info.lo_flags = sys.flags;
+        if (!sys.bound)
+                return -EIO; /* not bound although LOOP_CONFIGURE said so */
+        got = sys.flags;
         if (sys.offset != cfg->info.lo_offset || sys.size_limit != cfg->info.lo_sizelimit)
                 return -EOPNOTSUPP;
         if (cfg->block_size != 0 && sys.block_size != cfg->block_size)
@@ -618,23 +387,23 @@ static int verify_configured(int fd, uint32_t number, const struct loop_config *
 
         /* Autoclear must match exactly: an unexpected one would make the device vanish at our
          * close, a missing one would leave it behind. */
-        if ((info.lo_flags ^ want) & LO_FLAGS_AUTOCLEAR)
+        if ((got ^ want) & LO_FLAGS_AUTOCLEAR)
                 return -EOPNOTSUPP;
         /* The kernel adds PARTSCAN on its own when loop.max_part > 0: only a missing one counts. */
-        if ((want & LO_FLAGS_PARTSCAN) && !(info.lo_flags & LO_FLAGS_PARTSCAN))
+        if ((want & LO_FLAGS_PARTSCAN) && !(got & LO_FLAGS_PARTSCAN))
                 return -EOPNOTSUPP;
         /* We asked for RO exactly when the fd was read-only; the kernel also forces it when the
          * backing file has no write_iter. A device the caller meant to write is an error. */
-        if ((info.lo_flags & LO_FLAGS_READ_ONLY) && !(want & LO_FLAGS_READ_ONLY))
+        if ((got & LO_FLAGS_READ_ONLY) && !(want & LO_FLAGS_READ_ONLY))
                 return -EROFS;
-        if (!(info.lo_flags & LO_FLAGS_READ_ONLY) && (want & LO_FLAGS_READ_ONLY))
+        if (!(got & LO_FLAGS_READ_ONLY) && (want & LO_FLAGS_READ_ONLY))
                 return -EOPNOTSUPP;
         /* Direct I/O: the kernel drops the flag silently when the backing file cannot do
          * O_DIRECT, or the offset or block size does not meet its DIO alignment
          * (lo_can_use_dio()); GET_STATUS64 then reports the effective flags. That is the
          * filesystem's answer, not a kernel defect: report it instead of failing. The kernel
          * also turns DIO on by itself when the backing fd was opened O_DIRECT; fine. */
-        if ((want & LO_FLAGS_DIRECT_IO) && !(info.lo_flags & LO_FLAGS_DIRECT_IO))
+        if ((want & LO_FLAGS_DIRECT_IO) && !(got & LO_FLAGS_DIRECT_IO))
                 *dio_refused = true;
         *ret_info = sys;
         sys = (LoopInfo) { 0 };
@@ -642,16 +411,11 @@ static int verify_configured(int fd, uint32_t number, const struct loop_config *
 }
 
 int loop_device_create(int control_fd, int backing_fd, const LoopConfig *c, LoopDevice **ret) {
-        struct loop_config cfg = { 0 };
-        uint32_t flags = 0, last_busy_number = UINT32_MAX;
-        unsigned same_busy = 0;
-        int r, last_error = -EAGAIN, node_flags;
+        uint32_t flags = 0;
+        int r;
 
         if (!c || !ret)
                 return -EINVAL;
-        if (control_fd < 0)
-                return -EBADF;
-
         /* Everything that can be refused is refused before a node is taken. */
         r = loop_config_validate(c);
         if (r < 0)
@@ -659,6 +423,20 @@ int loop_device_create(int control_fd, int backing_fd, const LoopConfig *c, Loop
         r = loop_backing_check(backing_fd, c, NULL, &flags);
         if (r < 0)
                 return r;
+        return loop_device_create_checked(control_fd, backing_fd, c, flags, ret);
+}
+
+int loop_device_create_checked(int control_fd, int backing_fd, const LoopConfig *c, uint32_t flags,
+                               LoopDevice **ret) {
+        struct loop_config cfg = { 0 };
+        uint32_t last_busy_number = UINT32_MAX;
+        unsigned same_busy = 0;
+        int r, last_error = -EAGAIN, node_flags;
+
+        assert(c && ret && backing_fd >= 0);
+        assert((flags & ~(uint32_t) LOOP_CONFIG_FLAGS_ALLOWED) == 0);
+        if (control_fd < 0)
+                return -EBADF;
 
         cfg.fd = (uint32_t) backing_fd;
         cfg.block_size = c->block_size;
@@ -757,7 +535,7 @@ int loop_device_open(const char *path, LoopDevice **ret) {
         if (!path || !ret)
                 return -EINVAL;
 
-        /* NOTES #6: decide from what the inode is before opening it. O_PATH pins the inode
+        /* R6: decide from what the inode is before opening it. O_PATH pins the inode
          * without calling the driver's open (no side effect on a tape, a FIFO, a device that
          * blocks), O_NOFOLLOW keeps a symlink a symlink. Re-opening that very inode through
          * /proc/self/fd afterwards leaves no window in which the path could be swapped. */
@@ -820,7 +598,7 @@ int loop_device_open_number(uint32_t number, uint64_t expect_diskseq, int flags,
         if (n != number)
                 return -ENOTBLK;
 
-        r = loop_device_new_known(fd, number, st.st_rdev, fd_diskseq(fd, number), &d);
+        r = loop_device_new_known(fd, number, st.st_rdev, loop_fd_diskseq(fd, number), &d);
         if (r < 0)
                 return r;
         TAKE_FD(fd);
@@ -836,7 +614,7 @@ static int check_same_attachment(const LoopDevice *d) {
 
         if (d->diskseq == 0)
                 return 0;
-        now_seq = fd_diskseq(d->fd, d->number);
+        now_seq = loop_fd_diskseq(d->fd, d->number);
         if (now_seq != 0 && now_seq != d->diskseq)
                 return -ESTALE;
         return 0;
@@ -888,310 +666,17 @@ int loop_device_detach(LoopDevice *d) {
          * caller is the only opener, moves the device to Lo_rundown (new openers get ENXIO);
          * lo_release() clears it at the last close. So close ours, then look, from sysfs and
          * without opening the node, whether this attachment is still there: it is when
-         * another opener (a mount, a reopened fd, a forked child) holds it (NOTES #7). */
+         * another opener (a mount, a reopened fd, a forked child) holds it (R7). */
         d->fd = safe_close(d->fd);
-        return attachment_bound(d->number, d->diskseq) ? LOOP_DETACH_DEFERRED : LOOP_DETACH_DONE;
+        return loop_attachment_bound(d->number, d->diskseq) ? LOOP_DETACH_DEFERRED : LOOP_DETACH_DONE;
 }
 
 /* ---- info ------------------------------------------------------------- */
 
-void loop_info_done(LoopInfo *i) {
-        if (!i)
-                return;
-        free(i->backing_file);
-        *i = (LoopInfo) { 0 };
-}
-
-static void info_names(LoopInfo *i, uint32_t number) {
-        i->number = number;
-        (void) snprintf(i->name, sizeof(i->name), "loop%" PRIu32, number);
-        (void) snprintf(i->path, sizeof(i->path), DEV_LOOP_PREFIX "%" PRIu32, number);
-}
-
-/* Reads loop/backing_file; *ret NULL and 0 returned when unbound. */
-static int read_backing_file(int dir, char **ret, bool *ret_deleted) {
-        _cleanup_(freep) char *buf = NULL;
-        int r;
-
-        /* sysfs attributes are at most a page. */
-        buf = malloc(PATH_MAX + 64);
-        if (!buf)
-                return -ENOMEM;
-        r = read_attr(dir, "loop/backing_file", buf, PATH_MAX + 64);
-        if (r == -ENOENT) {
-                *ret = NULL;
-                *ret_deleted = false;
-                return 0;
-        }
-        if (r < 0)
-                return r;
-        *ret_deleted = strip_deleted_suffix(buf);
-        /* Keep only what the name needs: a daemon holds one per attachment,
-         * and a page each made 1,000 devices cost 4 MiB. */
-        *ret = strdup(buf);
-        if (!*ret)
-                return -ENOMEM;
-        return 1;
-}
-
-/* The kernel's uevent counter, read *before* the state it goes with: a
- * uevent emitted before this point describes a change made before it,
- * which the reads that follow see, so its receiver may skip every uevent
- * numbered up to this (devices.c does). 0 when unknown. */
-static uint64_t uevent_seqnum_now(void) {
-        uint64_t v = 0;
-
-        (void) read_attr_u64(AT_FDCWD, "/sys/kernel/uevent_seqnum", &v);
-        return v;
-}
-
-/* The attributes under loop/ of a bound node: offset, size limit and the
- * flags only the loop driver knows. -EAGAIN when they vanish (a clear ran). */
-static int read_loop_attrs(int dir, LoopInfo *i) {
-        static const struct {
-                const char *attr;
-                uint32_t flag;
-        } flag_attrs[] = {
-                { "loop/autoclear", LO_FLAGS_AUTOCLEAR },
-                { "loop/partscan", LO_FLAGS_PARTSCAN },
-                { "loop/dio", LO_FLAGS_DIRECT_IO },
-        };
-        uint64_t v;
-        int r;
-
-        if ((r = read_attr_u64(dir, "loop/offset", &i->offset)) < 0 ||
-            (r = read_attr_u64(dir, "loop/sizelimit", &i->size_limit)) < 0)
-                return r == -ENOENT ? -EAGAIN : r;
-        for (size_t k = 0; k < ELEMENTSOF(flag_attrs); k++) {
-                r = read_attr_u64(dir, flag_attrs[k].attr, &v);
-                if (r < 0)
-                        return r == -ENOENT ? -EAGAIN : r;
-                if (v)
-                        i->flags |= flag_attrs[k].flag;
-        }
-        return 0;
-}
-
-/* Everything about the attachment on `fd`, which we hold open: the kernel
- * cannot clear it before our close (LOOP_CLR_FD by anyone else only marks
- * it), so unlike loop_info_read_sysfs() nothing needs reading twice. The
- * block layer's answers come from ioctls on the fd, the loop driver's from
- * sysfs: 28 syscalls where a full sysfs read takes 42. Never
- * LOOP_GET_STATUS64: it calls vfs_getattr() on the backing file, which on
- * FUSE asks the (caller's) file server. */
-static int read_held_info(int fd, uint32_t number, LoopInfo *ret) {
-        _cleanup_(loop_info_done) LoopInfo i = { 0 };
-        _cleanup_(closep) int dir = -1;
-        struct stat st;
-        int ssz = 0, ro = 0, r;
-
-        i.uevent_seqnum = uevent_seqnum_now(); /* first: see there */
-
-        info_names(&i, number);
-        if (fstat(fd, &st) < 0)
-                return negative_errno();
-        if (!S_ISBLK(st.st_mode))
-                return -ENOTBLK;
-        i.devnum = st.st_rdev;
-        i.diskseq = fd_diskseq(fd, number);
-        if (ioctl(fd, BLKGETSIZE64, &i.size) < 0 || ioctl(fd, BLKSSZGET, &ssz) < 0 || ioctl(fd, BLKROGET, &ro) < 0)
-                return negative_errno();
-        i.block_size = (uint32_t) ssz;
-        if (ro)
-                i.flags |= LO_FLAGS_READ_ONLY;
-
-        dir = open_sysfs_block_dir(number);
-        if (dir < 0)
-                return dir;
-        r = read_backing_file(dir, &i.backing_file, &i.backing_deleted);
-        if (r < 0)
-                return r;
-        if (r == 0)
-                return -EIO; /* not bound although LOOP_CONFIGURE said so */
-        i.bound = true;
-        r = read_loop_attrs(dir, &i);
-        if (r < 0)
-                return r == -EAGAIN ? -EIO : r;
-        *ret = i;
-        i = (LoopInfo) { 0 };
-        return 0;
-}
-
-static int info_read_sysfs_once(uint32_t number, LoopInfo *ret) {
-        _cleanup_(closep) int dir = -1;
-        _cleanup_(loop_info_done) LoopInfo i = { 0 };
-        uint64_t seq_after = 0, v = 0;
-        int r;
-
-        i.uevent_seqnum = uevent_seqnum_now(); /* first: see there */
-
-        dir = open_sysfs_block_dir(number);
-        if (dir < 0)
-                return dir;
-
-        info_names(&i, number);
-        r = read_attr_devnum(dir, "dev", &i.devnum);
-        if (r < 0)
-                return r == -ENOENT ? -ENODEV : r;
-        r = read_attr_u64(dir, "diskseq", &i.diskseq);
-        if (r < 0 && r != -ENOENT)
-                return r;
-
-        r = read_backing_file(dir, &i.backing_file, &i.backing_deleted);
-        if (r < 0)
-                return r;
-        i.bound = r > 0;
-
-        if (i.bound) {
-                r = read_loop_attrs(dir, &i);
-                if (r < 0)
-                        return r;
-                if ((r = read_attr_u64(dir, "size", &v)) < 0)
-                        return r;
-                i.size = v * SECTOR_BYTES; /* sysfs "size" is always in 512-byte sectors */
-                if ((r = read_attr_u64(dir, "queue/logical_block_size", &v)) < 0)
-                        return r;
-                i.block_size = (uint32_t) v;
-                if ((r = read_attr_u64(dir, "ro", &v)) < 0)
-                        return r;
-                if (v)
-                        i.flags |= LO_FLAGS_READ_ONLY;
-        }
-
-        /* Attach and clear both bump diskseq: equal before and after means one attachment. */
-        if (i.diskseq != 0 && (read_attr_u64(dir, "diskseq", &seq_after) < 0 || seq_after != i.diskseq))
-                return -EAGAIN;
-        if (i.bound && faccessat(dir, "loop/backing_file", F_OK, 0) < 0)
-                return -EAGAIN;
-
-        *ret = i;
-        i = (LoopInfo) { 0 };
-        return 0;
-}
-
-int loop_info_read_sysfs(uint32_t number, LoopInfo *ret) {
-        int r = -EAGAIN;
-
-        if (!ret || number >= LOOP_NUMBER_MAX)
-                return -EINVAL;
-        /* A retry only happens when an attach or detach ran while we read. */
-        for (unsigned attempt = 0; attempt < 3 && r == -EAGAIN; attempt++)
-                r = info_read_sysfs_once(number, ret);
-        return r;
-}
-
 int loop_device_read_info(const LoopDevice *d, LoopInfo *ret) {
-        _cleanup_(loop_info_done) LoopInfo i = { 0 };
-        _cleanup_(closep) int dir = -1;
-        struct loop_info64 li = { 0 };
-        uint64_t size = 0;
-        int ssz = 0, r;
-
         if (!d || !ret)
                 return -EINVAL;
         if (d->fd < 0)
                 return -EBADF;
-
-        info_names(&i, d->number);
-        i.devnum = d->devnum;
-        i.diskseq = fd_diskseq(d->fd, d->number);
-
-        if (ioctl(d->fd, LOOP_GET_STATUS64, &li) < 0) {
-                if (errno != ENXIO)
-                        return negative_errno();
-                i.bound = false; /* unbound (or being cleared): everything else stays 0 */
-                *ret = i;
-                i = (LoopInfo) { 0 };
-                return 0;
-        }
-        i.bound = true;
-        i.offset = li.lo_offset;
-        i.size_limit = li.lo_sizelimit;
-        i.flags = li.lo_flags;
-        /* lo_device is huge_encode_dev(st_dev), which equals glibc's dev_t encoding. */
-        i.backing_dev = (dev_t) li.lo_device;
-        i.backing_ino = li.lo_inode;
-        if (ioctl(d->fd, BLKGETSIZE64, &size) < 0 || ioctl(d->fd, BLKSSZGET, &ssz) < 0)
-                return negative_errno();
-        i.size = size;
-        i.block_size = (uint32_t) ssz;
-
-        dir = open_sysfs_block_dir(d->number);
-        if (dir < 0)
-                return dir;
-        r = read_backing_file(dir, &i.backing_file, &i.backing_deleted);
-        if (r < 0)
-                return r;
-        if (r == 0)
-                return -EAGAIN; /* cleared between the ioctl and the read */
-        if (i.backing_deleted) {
-                /* " (deleted)" might be the end of a real name: with the inode in hand we can
-                 * tell. Reporting only; no decision rests on the path. */
-                struct stat st;
-                _cleanup_(freep) char *full = NULL;
-
-                if (asprintf(&full, "%s%s", i.backing_file, deleted_suffix) < 0)
-                        return -ENOMEM;
-                if (lstat(full, &st) == 0 && st.st_ino == i.backing_ino && st.st_dev == i.backing_dev) {
-                        free(i.backing_file);
-                        i.backing_file = TAKE_PTR(full);
-                        i.backing_deleted = false;
-                }
-        }
-
-        *ret = i;
-        i = (LoopInfo) { 0 };
-        return 0;
-}
-
-/* ---- enumeration ------------------------------------------------------ */
-
-static int cmp_u32(const void *a, const void *b) {
-        uint32_t x = *(const uint32_t *) a, y = *(const uint32_t *) b;
-
-        return x < y ? -1 : x > y;
-}
-
-int loop_list_numbers(uint32_t **ret) {
-        _cleanup_(closedirp) DIR *dir = NULL;
-        _cleanup_(freep) uint32_t *list = NULL;
-        size_t n = 0, allocated = 0;
-        struct dirent *de;
-
-        if (!ret)
-                return -EINVAL;
-        dir = opendir("/sys/block");
-        if (!dir)
-                return negative_errno();
-
-        for (;;) {
-                uint32_t number;
-
-                errno = 0;
-                de = readdir(dir);
-                if (!de) {
-                        if (errno != 0)
-                                return negative_errno();
-                        break;
-                }
-                if (loop_name_parse(de->d_name, &number) < 0)
-                        continue;
-                if (n >= allocated) {
-                        size_t k = allocated ? allocated * 2 : 16;
-                        uint32_t *p;
-
-                        if (k > LOOP_NUMBER_MAX)
-                                return -E2BIG;
-                        p = realloc(list, k * sizeof(*list));
-                        if (!p)
-                                return -ENOMEM;
-                        list = p;
-                        allocated = k;
-                }
-                list[n++] = number;
-        }
-        if (n > 0)
-                qsort(list, n, sizeof(*list), cmp_u32);
-        *ret = TAKE_PTR(list);
-        return (int) n;
+        return loop_info_read(d->number, d->fd, LOOP_INFO_IDENTITY, ret);
 }

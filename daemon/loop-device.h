@@ -6,12 +6,38 @@
  *
  * No D-Bus here, no policy, no ownership: callers decide *whether* to act,
  * this module knows *how*. Every function returns a negative errno on
- * failure. Nothing here sleeps for long except loop_control_remove(), which
- * waits for the kernel's del_gendisk (~47 ms) and is meant to be called off
- * the daemon's event loop.
+ * failure. Nothing here may run on the daemon's event loop unless its
+ * comment says so: creating, opening, resizing and detaching can all wait
+ * on the backing file's file system (loop_control_remove() also waits for
+ * the kernel's del_gendisk, ~47 ms).
  *
- * Defects of the reference Go package that this module must not repeat are
- * listed in shared/reference/NOTES.md; comments below name them by number.
+ * loopd serves the semantics of Monogon's Go loop package (Create with a
+ * config, Open, device path, dev_t, backing file, RefreshSize, Remove) but
+ * not its defects. Comments below name them [R1]..[R10]:
+ *  R1  dev_t was computed as mkdev(7, N), wrong whenever loop.max_part is
+ *      non-zero (minors are N << part_shift): take st_rdev of the node.
+ *  R2  the backing path kept sysfs's trailing newline and " (deleted)"
+ *      mark; a path is no identity anyway: the backing file's st_dev and
+ *      st_ino are (as udisks2 and losetup's BACK-INO use).
+ *  R3  Create leaked the node's fd when LOOP_CONFIGURE failed (EBUSY retry
+ *      included) and retried without bound or backoff.
+ *  R4  lo_file_name was never filled: LOOP_GET_STATUS64 showed no name.
+ *  R5  the config was trusted to be applied: some kernels' LOOP_CONFIGURE
+ *      ignored block size, size limit or partscan silently (systemd and
+ *      util-linux read settings back), and a file system may refuse
+ *      direct I/O. Read every setting back.
+ *  R6  Open opened whatever path it got before checking it was a loop
+ *      device (a hole in a root daemon): decide from an O_PATH handle
+ *      first; and an unbound device (ENXIO) was an unknown failure.
+ *  R7  Remove used a control fd only Create set up (a device from Open
+ *      crashed there); after LOOP_CLR_FD the kernel may still hold the
+ *      node (another opener, udev probing): LOOP_CTL_REMOVE needs a
+ *      bounded retry, and a detach the kernel deferred must be reported.
+ *  R8  only the block size was validated: unknown flag bits and offsets or
+ *      size limits beyond the file went to the kernel unchecked.
+ *  R9  no diskseq: "loop5" can name another attachment a moment later;
+ *      BLKGETDISKSEQ (5.15+) gives each attachment its own number.
+ *  R10 a shared "closed" flag was read and written without a lock.
  */
 
 #include <stdbool.h>
@@ -20,9 +46,10 @@
 
 #include <linux/loop.h>
 
+#include "loop-info.h"
 #include "util.h"
 
-/* The only flags a caller may ask for. Anything else is -EINVAL (NOTES #8). */
+/* The only flags a caller may ask for. Anything else is -EINVAL (R8). */
 #define LOOP_CONFIG_FLAGS_ALLOWED \
         (LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR | LO_FLAGS_PARTSCAN | LO_FLAGS_DIRECT_IO)
 
@@ -53,13 +80,14 @@ int loop_config_validate(const LoopConfig *c);
  * when opened O_RDWR. The offset must lie before the end of the file, the size
  * limit must not reach past the end, and the device must get at least one
  * 512-byte sector (the kernel would silently make a 0-byte device).
- * Errors: -EBADF (not an fd / O_PATH / O_WRONLY), -EINVAL (config invalid or
+ * c must have passed loop_config_validate(): validation happens once, at the
+ * edge. Errors: -EBADF (not an fd / O_PATH / O_WRONLY), -EINVAL (the config
  * does not fit the file), -EMEDIUMTYPE (neither regular file nor block device:
  * directories, pipes, sockets, character devices such as /dev/null).
  * A loop device as backing is allowed (the kernel refuses cycles itself).
  */
 typedef struct LoopBacking {
-        dev_t st_dev;       /* identity of the backing file, NOTES #2 */
+        dev_t st_dev;       /* identity of the backing file, R2 */
         ino_t st_ino;
         mode_t st_mode;
         uid_t st_uid;       /* owner of the backing file, for polkit details */
@@ -88,7 +116,7 @@ int loop_control_add(int control_fd, int number);
  * does not exist. */
 int loop_control_remove(int control_fd, uint32_t number);
 
-/* An open, bound (or at least existing) loop device. Not locked (NOTES #10):
+/* An open, bound (or at least existing) loop device. Not locked (R10):
  * one owner at a time; hand it between threads, do not share it. */
 typedef struct LoopDevice LoopDevice;
 
@@ -97,12 +125,12 @@ typedef struct LoopDevice LoopDevice;
  * device, opened O_RDWR|O_EXCL (or O_RDONLY|O_EXCL when read-only).
  * Validates the config (loop_config_validate + loop_backing_check) before any
  * node is taken. Retries on EBUSY from open or configure at most
- * LOOP_CREATE_MAX_ATTEMPTS times with a short, jittered backoff (NOTES #3);
- * no fd leaks on any path. Fills lo_file_name (NOTES #4). Reads every setting
+ * LOOP_CREATE_MAX_ATTEMPTS times with a short, jittered backoff (R3);
+ * no fd leaks on any path. Fills lo_file_name (R4). Reads every setting
  * back from the kernel and fails (detaching again) if the kernel silently
  * ignored one, except direct I/O which is dropped, loop_device_dio_refused()
  * then true, when the backing file cannot do it: no O_DIRECT support, or an
- * offset/block size off its DIO alignment (NOTES #5). The kernel never fails
+ * offset/block size off its DIO alignment (R5). The kernel never fails
  * LOOP_CONFIGURE for DIO; it also turns DIO on by itself for an O_DIRECT fd.
  * -EAGAIN when every attempt lost a race, -ENOSPC when no node can be had.
  * -EOPNOTSUPP when the kernel did not apply a setting (detached again);
@@ -116,12 +144,19 @@ typedef struct LoopDevice LoopDevice;
  */
 int loop_device_create(int control_fd, int backing_fd, const LoopConfig *c, LoopDevice **ret);
 
+/* loop_device_create() for a caller that validated c and ran
+ * loop_backing_check() on backing_fd itself; flags are the effective flags
+ * that check gave (read-only forced by an O_RDONLY fd). Saves the second
+ * statx of the backing file. */
+int loop_device_create_checked(int control_fd, int backing_fd, const LoopConfig *c, uint32_t flags,
+                               LoopDevice **ret);
+
 /*
  * Open an existing loop device named by path, O_RDONLY|O_NONBLOCK, not
  * exclusive. The path is pinned with O_PATH|O_NOFOLLOW (which runs no driver
  * open) and fstat()ed first; anything that is not a whole loop disk (major 7,
  * or the extended range 259, whose sysfs name is "loopN") is refused with
- * -ENOTBLK before it is opened (NOTES #6): partitions loopNpM included. A
+ * -ENOTBLK before it is opened (R6): partitions loopNpM included. A
  * symlink is refused with -ELOOP. The pinned inode is then opened through
  * /proc/self/fd, so the path cannot be swapped in between. Unbound devices
  * open fine (bound is false in the info).
@@ -138,7 +173,7 @@ DEFINE_POINTER_CLEANUP(LoopDevice, loop_device_free)
 
 uint32_t loop_device_number(const LoopDevice *d);
 int loop_device_fd(const LoopDevice *d);
-dev_t loop_device_devnum(const LoopDevice *d); /* st_rdev of the node, NOTES #1 */
+dev_t loop_device_devnum(const LoopDevice *d); /* st_rdev of the node, R1 */
 uint64_t loop_device_diskseq(const LoopDevice *d);
 bool loop_device_dio_refused(const LoopDevice *d);
 
@@ -153,7 +188,7 @@ int loop_device_refresh_size(LoopDevice *d);
 /* LOOP_CLR_FD, then closes d's fd: the kernel (5.x and later) only marks the
  * device and clears it at the last close. Returns LOOP_DETACH_DONE when the
  * device is unbound now, LOOP_DETACH_DEFERRED when it stays bound (autoclear)
- * because another opener still holds it (NOTES #7); it goes when they close.
+ * because another opener still holds it (R7); it goes when they close.
  * Either way d keeps its number/devnum/diskseq but has no fd any more
  * (loop_device_fd() is -1; read_info/reopen/refresh/detach give -EBADF).
  * Errors leave d as it was: -ENXIO if it was not bound, -ESTALE if the node
@@ -161,39 +196,9 @@ int loop_device_refresh_size(LoopDevice *d);
 enum { LOOP_DETACH_DONE = 0, LOOP_DETACH_DEFERRED = 1 };
 int loop_device_detach(LoopDevice *d);
 
-/* Everything the kernel knows about one attachment. */
-typedef struct LoopInfo {
-        uint32_t number;
-        char name[16];     /* "loopN" */
-        char path[32];     /* "/dev/loopN" */
-        dev_t devnum;      /* of the node */
-        uint64_t diskseq;
-        bool bound;
-        char *backing_file;   /* sysfs text without newline or " (deleted)"; NULL if unbound */
-        bool backing_deleted; /* sysfs said " (deleted)" */
-        dev_t backing_dev;    /* 0 when unknown (only via an open fd) */
-        uint64_t backing_ino;
-        uint64_t offset;
-        uint64_t size_limit;
-        uint64_t size;        /* bytes */
-        uint32_t block_size;  /* logical block size */
-        uint32_t flags;       /* LO_FLAGS_* as the kernel reports them */
-        uint64_t uevent_seqnum; /* the kernel's uevent counter just before the read: every
-                                 * uevent numbered up to it is reflected here (0: unknown) */
-} LoopInfo;
-
-void loop_info_done(LoopInfo *i);
-
-/* From sysfs only, without opening the node (an open+close of an autoclear
- * device nobody holds would clear it). backing_dev/backing_ino stay 0.
- * uevent_seqnum is set (from /sys/kernel/uevent_seqnum, read first).
- * -ENODEV if no such node. An unbound node gives bound=false and 0. */
-int loop_info_read_sysfs(uint32_t number, LoopInfo *ret);
-
-/* Through the open fd (LOOP_GET_STATUS64 + BLKGETDISKSEQ + BLKGETSIZE64 +
- * BLKSSZGET) plus sysfs for the backing path. backing_dev/backing_ino are set
- * (and tell a real name ending in " (deleted)" from a deleted file).
- * -EBADF after detach. */
+/* loop_info_read(number, fd, LOOP_INFO_IDENTITY): backing_dev/backing_ino
+ * are set. Stats the backing file: never on the event loop. -EBADF after
+ * detach. */
 int loop_device_read_info(const LoopDevice *d, LoopInfo *ret);
 
 /* What loop_device_create() read back and verified (ioctls on its fd and
@@ -202,19 +207,3 @@ int loop_device_read_info(const LoopDevice *d, LoopInfo *ret);
  * Saves the caller a second read of the same attachment. */
 int loop_device_take_created_info(LoopDevice *d, LoopInfo *ret);
 
-/* Cheap freshness check without opening the node: 1 when loop<number> is
- * bound, 0 when not, with its current diskseq; -ENODEV without a node,
- * -EAGAIN when an attach raced the read. */
-int loop_attachment_current(uint32_t number, uint64_t *ret_diskseq);
-
-/* Is node loop<number> bound? 1 yes, 0 no, -ENODEV without such a node.
- * One or two syscalls (sysfs), no open of the node: for scans of many. */
-int loop_node_bound(uint32_t number);
-
-/* Strict parse of "loopN" or "/dev/loopN" (decimal, no sign, no leading
- * zeros, < 2^20). -EINVAL otherwise. Pure: no file system access. */
-int loop_name_parse(const char *s, uint32_t *ret);
-
-/* Every existing loop node number from /sys/block, sorted ascending.
- * *ret is malloc()ed (NULL when the count is 0). Returns the count or -errno. */
-int loop_list_numbers(uint32_t **ret);

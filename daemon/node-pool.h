@@ -5,7 +5,7 @@
  * Keeps a few free loop nodes ready and deletes surplus ones, on a thread
  * of its own.
  *
- * Measured here (shared/notes/measurements.md): LOOP_CTL_GET_FREE costs
+ * Measured on a 2-core VM with kernel 6.18: LOOP_CTL_GET_FREE costs
  * ~250 µs when it must allocate a node but <1 µs when a free one exists,
  * and LOOP_CTL_REMOVE takes ~47 ms (del_gendisk waits for RCU grace
  * periods). So a detach leaves its node in place, and this worker trims
