@@ -2,30 +2,38 @@
 #pragma once
 
 /*
- * The bus edge: org.loopd.Loop1.Manager on /org/loopd/Loop1, one
- * org.loopd.Loop1.Device object per attachment, the ObjectManager, and the
- * watches that remove bind-to-caller devices when their caller goes. Reads
- * and validates arguments, authorizes, calls devices_*(), emits signals,
- * replies. Never an ioctl.
+ * The bus edge's requests: org.loopd.Loop1.Manager's methods on
+ * /org/loopd/Loop1 and the requests of the Device objects. Each handler
+ * reads its arguments, validates all of them, authorizes (root: always;
+ * owners: their own devices; others: polkit), then starts the operation on
+ * the Devices model and replies when it is done. A request in flight is an
+ * Operation; every one is counted against its uid (limits.h-style bounds
+ * in Context.limits) until it is answered. Never an ioctl here.
+ *
+ * Every decision is an entry in the journal (log.h): created, opened,
+ * resized, removed, refused (with why).
  */
 
 #include "context.h"
 #include "loopd-protocol.h"
 
+typedef enum RequestKind {
+        REQUEST_OPEN,
+        REQUEST_REMOVE,
+        REQUEST_REFRESH_SIZE,
+} RequestKind;
 
-/* Registers the objects on c->bus. */
+/* Registers the Manager and the ObjectManager on c->bus. */
 int bus_manager_register(Context *c);
 
-/* The DeviceEvents the bus layer wants from devices_new(). */
-extern const DeviceEvents bus_device_events;
+/* A request on the Device object d (bus-device.c's methods). */
+int bus_manager_device_request(Context *c, sd_bus_message *m, Device *d, RequestKind kind, sd_bus_error *error);
 
-/* For devices found at start: watch bound callers (removing devices whose
- * caller is already gone). */
-void bus_manager_watch_existing(Context *c);
+/* For every incoming message, before dispatch: 1 when it must be dropped
+ * unanswered because its sender's uid keeps asking while loopd's replies
+ * queue up unread (the bus stopped taking them), 0 to dispatch it. */
+int bus_manager_admit(Context *c, sd_bus_message *m);
 
-/* At exit: cancels requests still in flight and drops the watches on
- * bound callers (their devices and records stay). */
+/* At exit: cancels requests in flight (no reply); those the kernel is
+ * still working on are let go when it returns. */
 void bus_manager_cancel_operations(Context *c);
-
-/* uevent handler: userdata is the Context. */
-void bus_manager_on_uevent(const Uevent *ev, void *userdata);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <string.h>
 
@@ -25,14 +26,16 @@ static const struct {
         [OPT_BIND_TO_CALLER] = { "bind-to-caller", "b", "b (boolean)", 0 },
 };
 
-int bus_read_create_options(sd_bus_message *m, CreateOptions *ret, sd_bus_error *error) {
+/* Reads an a{sv} of the keys in `allowed` (bits of the OPT_ indexes). */
+static int read_options(sd_bus_message *m, unsigned allowed, const char *known, CreateOptions *ret,
+                        sd_bus_error *error) {
         CreateOptions o = { 0 };
         bool seen[_OPT_MAX] = { 0 };
         int r;
 
         r = sd_bus_message_enter_container(m, 'a', "{sv}");
         if (r < 0)
-                return bus_error_setf(error, DBUS_ERROR_INVALID_ARGS, "options must be of type a{sv}.");
+                return bus_error_setf(error, LOOPD_DBUS_ERROR_INVALID_ARGS, "options must be of type a{sv}.");
         for (;;) {
                 const char *key, *contents;
                 char type;
@@ -40,27 +43,25 @@ int bus_read_create_options(sd_bus_message *m, CreateOptions *ret, sd_bus_error 
 
                 r = sd_bus_message_enter_container(m, 'e', "sv");
                 if (r < 0)
-                        return bus_error_setf(error, DBUS_ERROR_INVALID_ARGS, "options could not be read.");
+                        return bus_error_setf(error, LOOPD_DBUS_ERROR_INVALID_ARGS, "options could not be read.");
                 if (r == 0)
                         break;
                 r = sd_bus_message_read(m, "s", &key);
                 if (r < 0)
-                        return bus_error_setf(error, DBUS_ERROR_INVALID_ARGS, "An option's key could not be read.");
+                        return bus_error_setf(error, LOOPD_DBUS_ERROR_INVALID_ARGS, "An option's key could not be read.");
                 for (k = 0; k < _OPT_MAX; k++)
-                        if (strcmp(key, option_table[k].key) == 0)
+                        if ((allowed & (1u << k)) && strcmp(key, option_table[k].key) == 0)
                                 break;
                 if (k == _OPT_MAX)
-                        return bus_error_setf(error, DBUS_ERROR_INVALID_ARGS,
-                                              "Unknown option '%.64s'; known options are offset, size-limit, "
-                                              "block-size, read-only, autoclear, partscan, direct-io, bind-to-caller.",
-                                              key);
+                        return bus_error_setf(error, LOOPD_DBUS_ERROR_INVALID_ARGS,
+                                              "Unknown option '%.64s'; known options are %s.", key, known);
                 if (seen[k])
-                        return bus_error_setf(error, DBUS_ERROR_INVALID_ARGS, "Option '%s' is given twice.",
+                        return bus_error_setf(error, LOOPD_DBUS_ERROR_INVALID_ARGS, "Option '%s' is given twice.",
                                               option_table[k].key);
                 seen[k] = true;
                 r = sd_bus_message_peek_type(m, &type, &contents);
                 if (r < 0 || type != 'v' || !contents || strcmp(contents, option_table[k].type) != 0)
-                        return bus_error_setf(error, DBUS_ERROR_INVALID_ARGS,
+                        return bus_error_setf(error, LOOPD_DBUS_ERROR_INVALID_ARGS,
                                               "Option '%s' must be of type %s, not '%.16s'.", option_table[k].key,
                                               option_table[k].type_text, contents ? contents : "?");
                 switch (k) {
@@ -85,20 +86,32 @@ int bus_read_create_options(sd_bus_message *m, CreateOptions *ret, sd_bus_error 
                 }
                 }
                 if (r < 0)
-                        return bus_error_setf(error, DBUS_ERROR_INVALID_ARGS, "Option '%s' could not be read.",
+                        return bus_error_setf(error, LOOPD_DBUS_ERROR_INVALID_ARGS, "Option '%s' could not be read.",
                                               option_table[k].key);
                 r = sd_bus_message_exit_container(m);
                 if (r < 0)
-                        return bus_error_setf(error, DBUS_ERROR_INVALID_ARGS, "options could not be read.");
+                        return bus_error_setf(error, LOOPD_DBUS_ERROR_INVALID_ARGS, "options could not be read.");
         }
         r = sd_bus_message_exit_container(m);
         if (r < 0)
-                return bus_error_setf(error, DBUS_ERROR_INVALID_ARGS, "options could not be read.");
+                return bus_error_setf(error, LOOPD_DBUS_ERROR_INVALID_ARGS, "options could not be read.");
+        *ret = o;
+        return 0;
+}
 
+int bus_read_create_options(sd_bus_message *m, CreateOptions *ret, sd_bus_error *error) {
+        CreateOptions o;
+        int r;
+
+        r = read_options(m, (1u << _OPT_MAX) - 1,
+                         "offset, size-limit, block-size, read-only, autoclear, partscan, direct-io, bind-to-caller",
+                         &o, error);
+        if (r < 0)
+                return r;
         if (o.config.block_size != 0) {
                 LoopConfig bs = { .block_size = o.config.block_size };
                 if (loop_config_validate(&bs) < 0)
-                        return bus_error_setf(error, DBUS_ERROR_INVALID_ARGS,
+                        return bus_error_setf(error, LOOPD_DBUS_ERROR_INVALID_ARGS,
                                               "Option 'block-size' is %u; it must be 0 (the default) or a power "
                                               "of two from 512 to the page size.", o.config.block_size);
         }
@@ -106,13 +119,13 @@ int bus_read_create_options(sd_bus_message *m, CreateOptions *ret, sd_bus_error 
          * the sum), here so that the error names the keys. */
         if (o.config.offset > INT64_MAX || o.config.size_limit > INT64_MAX ||
             o.config.size_limit > (uint64_t) INT64_MAX - o.config.offset)
-                return bus_error_setf(error, DBUS_ERROR_INVALID_ARGS,
+                return bus_error_setf(error, LOOPD_DBUS_ERROR_INVALID_ARGS,
                                       "Options 'offset' (%llu) and 'size-limit' (%llu) are too large.",
                                       (unsigned long long) o.config.offset,
                                       (unsigned long long) o.config.size_limit);
         r = loop_config_validate(&o.config);
         if (r < 0)
-                return bus_error_setf(error, DBUS_ERROR_INVALID_ARGS, "The options do not make a valid loop device.");
+                return bus_error_setf(error, LOOPD_DBUS_ERROR_INVALID_ARGS, "The options do not make a valid loop device.");
         *ret = o;
         return 0;
 }
@@ -128,9 +141,20 @@ int bus_validate_backing_path(const char *s, sd_bus_error *error) {
         size_t n = strlen(s);
 
         if (n == 0 || s[0] != '/')
-                return bus_error_setf(error, DBUS_ERROR_INVALID_ARGS,
+                return bus_error_setf(error, LOOPD_DBUS_ERROR_INVALID_ARGS,
                                       "The path '%.128s' is not absolute; give the full path of the file.", s);
         if (n >= PATH_MAX)
-                return bus_error_setf(error, DBUS_ERROR_INVALID_ARGS, "The path is longer than PATH_MAX.");
+                return bus_error_setf(error, LOOPD_DBUS_ERROR_INVALID_ARGS, "The path is longer than PATH_MAX.");
+        return 0;
+}
+
+int bus_read_open_options(sd_bus_message *m, int *ret_flags, sd_bus_error *error) {
+        CreateOptions o;
+        int r;
+
+        r = read_options(m, 1u << OPT_READ_ONLY, "read-only", &o, error);
+        if (r < 0)
+                return r;
+        *ret_flags = (o.config.flags & LO_FLAGS_READ_ONLY) ? O_RDONLY : O_RDWR;
         return 0;
 }

@@ -2,8 +2,8 @@
 #pragma once
 
 /*
- * The daemon's whole state, owned by main() (hostnamed's Context). The bus
- * layer (bus-manager.c) works on it; main.c sets it up and tears it down.
+ * The daemon's whole state, owned by main()'s run() (hostnamed's Context).
+ * main.c builds and tears it down; the bus layer (bus-*.c) works on it.
  */
 
 #include <stdbool.h>
@@ -13,31 +13,63 @@
 
 #include "bus-sender.h"
 #include "devices.h"
+#include "jobs.h"
+#include "path-opener.h"
+#include "polkit.h"
+#include "uid-count.h"
 #include "uevent.h"
 
 typedef struct Operation Operation;
+
+typedef struct Limits {
+        unsigned quota;               /* devices per non-root uid */
+        unsigned pending_per_uid;     /* requests of one non-root uid in flight */
+        unsigned pending_total;       /* requests of all non-root uids in flight */
+        unsigned helpers_per_uid;     /* CreateFromPath helpers alive, stuck ones included */
+        unsigned helpers_total;
+        unsigned polkit_in_flight;    /* questions out to polkit at once */
+        unsigned kernel_threads;      /* worker threads for ordinary kernel jobs */
+        unsigned kernel_per_uid;      /* kernel jobs of one non-root uid, stuck ones included */
+        unsigned backlog_per_uid;     /* requests served to one non-root uid while loopd's
+                                       * replies are not being read */
+        unsigned backlog_messages;    /* what "not being read" means: messages queued out */
+} Limits;
 
 typedef struct Context {
         sd_event *event;
         sd_bus *bus;
         Devices *devices;
+        JobPool *jobs;
+        PathOpener *opener;
+        Polkit *polkit;
         UeventMonitor *uevents;
 
         /* Settings, from the command line. */
         char *state_dir;
-        unsigned quota;
+        Limits limits;
         uint64_t idle_timeout_usec;      /* 0: never exit on idle */
         uint64_t polkit_timeout_usec;
         uint64_t path_open_timeout_usec;
-        unsigned max_pending_per_uid;
+        uint64_t kernel_timeout_usec;
 
-        /* Who the bus says sent what (uid per unique name). */
+        /* Who the bus says sent what (uid, pid per unique name). */
         SenderCache senders;
 
-        /* Requests waiting for polkit or for a path helper. */
+        /* Requests in flight; non-root ones counted per uid. */
         Operation *operations;
-        unsigned n_operations;
+        unsigned n_operations, n_operations_unprivileged;
+        UidCounts operations_per_uid;
 
-        sd_event_source *idle_timer;
+        /* Requests served to each uid while loopd's replies queue up unread. */
+        UidCounts backlog;
+        uint64_t backlog_logged_usec;
+
+        /* bind-to-caller: one match for every caller's NameOwnerChanged. */
+        sd_bus_slot *name_watch;
+
+        sd_event_source *idle_timer, *status_update;
         bool exiting;
 } Context;
+
+/* main.c: STATUS= and the idle timer follow the device counts. */
+void context_counts_changed(Context *c);

@@ -1,34 +1,40 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
+#include <sys/sysmacros.h>
+#include <time.h>
 #include <unistd.h>
 
-#include "devices.h"
-#include "node-pool.h"
-#include "owner-store.h"
+#include "devices-internal.h"
+#include "escape.h"
+#include "log.h"
+#include "node-access.h"
 
-struct Devices {
-        int control_fd;
-        OwnerStore *store;
-        NodePool *pool;
-        unsigned quota;
-        Device **by_number; /* indexed by loop number; loop numbers are dense */
-        uint64_t *ended;    /* by number: diskseq of the last attachment we saw end there */
-        size_t n_slots;
-        size_t n_devices;
-        DeviceEvents ev;
-        void *userdata;
-};
+/* How often every device is read again for what changes without a uevent
+ * (backing file unlinked, direct I/O switched, a detach asked of a guarded
+ * device through a node loopd cannot watch). */
+#define POLL_INTERVAL_USEC (5ULL * 1000000ULL)
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
+}
+
+/* ---- the table ------------------------------------------------------------ */
 
 static void device_free(Device *d) {
         if (!d)
                 return;
         loop_info_done(&d->info);
-        free(d->bound_to);
+        loop_device_free(d->keeper);
+        free(d->binding);
         free(d);
 }
 
@@ -60,6 +66,11 @@ Device *devices_get(Devices *ds, uint32_t number) {
         return number < ds->n_slots ? ds->by_number[number] : NULL;
 }
 
+Device *devices_get_attachment(Devices *ds, uint32_t number, uint64_t diskseq) {
+        Device *d = devices_get(ds, number);
+        return d && d->diskseq == diskseq ? d : NULL;
+}
+
 Device *devices_get_fresh(Devices *ds, uint32_t number) {
         Device *d = devices_get(ds, number);
         uint64_t seq;
@@ -71,22 +82,6 @@ Device *devices_get_fresh(Devices *ds, uint32_t number) {
                 return d;
         devices_sync(ds, number);
         return devices_get(ds, number);
-}
-
-Device *devices_get_by_path(Devices *ds, const char *object_path) {
-        unsigned number;
-        unsigned long long seq;
-        Device *d;
-        char tail;
-
-        if (strncmp(object_path, DEVICE_OBJECT_PREFIX, strlen(DEVICE_OBJECT_PREFIX)) != 0)
-                return NULL;
-        if (sscanf(object_path + strlen(DEVICE_OBJECT_PREFIX), "loop%u_%llu%c", &number, &seq, &tail) != 2)
-                return NULL;
-        d = devices_get(ds, number);
-        if (!d || d->diskseq != seq || strcmp(d->object_path, object_path) != 0)
-                return NULL;
-        return d;
 }
 
 Device *devices_next(Devices *ds, size_t *iter) {
@@ -102,90 +97,240 @@ size_t devices_count(Devices *ds) {
         return ds->n_devices;
 }
 
-size_t devices_count_owned(Devices *ds, uid_t uid) {
-        size_t n = 0, i = 0;
-        /* A device whose removal the kernel deferred to its last close is
-         * on its way out: it does not count against its owner any more. */
-        for (Device *d; (d = devices_next(ds, &i));)
-                if (d->owner == uid && !d->detach_pending)
-                        n++;
-        return n;
+size_t devices_count_bound(Devices *ds) {
+        return ds->n_bound;
 }
 
-size_t devices_count_bound(Devices *ds) {
-        size_t n = 0, i = 0;
-        for (Device *d; (d = devices_next(ds, &i));)
-                if (d->bound_to)
-                        n++;
-        return n;
+size_t devices_count_guarded(Devices *ds) {
+        return ds->n_guarded;
 }
 
 unsigned devices_quota(Devices *ds) {
         return ds->quota;
 }
 
-/* Backing identity of a device we did not create: only the open device
- * tells it (LOOP_GET_STATUS64). Opening a bound device cannot clear it
- * unless its last opener closes meanwhile, when it was going anyway. */
-static void fill_backing_identity(Device *d) {
-        _cleanup_(loop_device_freep) LoopDevice *ld = NULL;
-        LoopInfo info = { 0 };
+size_t devices_count_owned(Devices *ds, uid_t uid) {
+        size_t n = 0, i = 0;
 
-        if (loop_device_open_number(d->number, d->diskseq, O_RDONLY, &ld) < 0)
-                return;
-        if (loop_device_read_info(ld, &info) == 0) {
-                d->info.backing_dev = info.backing_dev;
-                d->info.backing_ino = info.backing_ino;
-        }
-        loop_info_done(&info);
+        /* A device whose detach the kernel deferred still counts: its owner
+         * keeps using it until the last close. */
+        for (Device *d; (d = devices_next(ds, &i));)
+                if (d->owner == uid)
+                        n++;
+        return n;
 }
 
-static int device_new(Devices *ds, LoopInfo *info, uid_t owner, const char *bound_to, Device **ret) {
+void devices_emit_counts(Devices *ds) {
+        if (ds->ev.counts_changed)
+                ds->ev.counts_changed(ds->userdata);
+}
+
+void device_emit_changed(Devices *ds, Device *d, unsigned what) {
+        if (ds->ev.changed)
+                ds->ev.changed(d, what, ds->userdata);
+}
+
+int device_add(Devices *ds, LoopInfo *info, uid_t owner, const char *binding, Device **ret) {
         Device *d;
         int r;
 
         r = slot_reserve(ds, info->number);
         if (r < 0)
                 return r;
+        assert(!ds->by_number[info->number]);
         d = calloc(1, sizeof(*d));
         if (!d)
                 return -ENOMEM;
-        if (bound_to) {
-                d->bound_to = strdup(bound_to);
-                if (!d->bound_to) {
+        if (binding) {
+                d->binding = strdup(binding);
+                if (!d->binding) {
                         free(d);
                         return -ENOMEM;
                 }
+                ds->n_bound++;
         }
         d->number = info->number;
         d->diskseq = info->diskseq;
         d->owner = owner;
+        d->watch = -1;
         d->info = *info; /* takes the strings */
         *info = (LoopInfo) { 0 };
-        snprintf(d->object_path, sizeof(d->object_path), DEVICE_OBJECT_PREFIX "loop%" PRIu32 "_%" PRIu64,
-                 d->number, d->diskseq);
+        d->info_usec = now_usec();
         ds->by_number[d->number] = d;
         ds->n_devices++;
         *ret = d;
         return 0;
 }
 
-static void device_drop(Devices *ds, Device *d, bool emit) {
-        if (emit && ds->ev.removed)
+void device_drop(Devices *ds, Device *d) {
+        LoopDevice *keeper;
+        int r;
+
+        if (ds->ev.removed)
                 ds->ev.removed(d, ds->userdata);
-        if (d->owner != UID_INVALID)
-                (void) owner_store_delete(ds->store, d->number, d->diskseq);
+        /* Only reached with a keeper when the kernel says the attachment is
+         * gone, which a keeper prevents: let go of it all the same. */
+        keeper = device_unguard(ds, d);
+        if (keeper)
+                devices_release_keeper(ds, d->number, d->diskseq, keeper, false);
+        if (d->owner != UID_INVALID) {
+                r = owner_store_delete(ds->store, d->number, d->diskseq);
+                if (r < 0)
+                        log_warning_errno(r, "Cannot delete the owner record of loop%" PRIu32 "-%" PRIu64
+                                          " from the state directory", d->number, d->diskseq);
+        }
         if (d->diskseq > ds->ended[d->number])
                 ds->ended[d->number] = d->diskseq;
+        if (d->binding)
+                ds->n_bound--;
         ds->by_number[d->number] = NULL;
         ds->n_devices--;
         device_free(d);
+        devices_emit_counts(ds);
 }
+
+/* ---- guards --------------------------------------------------------------- */
+
+bool device_wants_guard(uid_t owner, uint32_t flags) {
+        return owner != 0 && owner != UID_INVALID && !(flags & LO_FLAGS_AUTOCLEAR);
+}
+
+static int watch_node(Devices *ds, Device *d) {
+        char path[32];
+
+        (void) snprintf(path, sizeof(path), "/dev/loop%" PRIu32, d->number);
+        d->watch = inotify_add_watch(ds->inotify_fd, path, IN_CLOSE_WRITE | IN_CLOSE_NOWRITE);
+        return d->watch < 0 ? negative_errno() : 0;
+}
+
+static void unwatch_node(Devices *ds, Device *d) {
+        if (d->watch >= 0)
+                (void) inotify_rm_watch(ds->inotify_fd, d->watch);
+        d->watch = -1;
+}
+
+int device_guard(Devices *ds, Device *d, LoopDevice *keeper) {
+        int r;
+
+        assert(!d->guarded && keeper);
+        d->keeper = keeper;
+        d->guarded = true;
+        ds->n_guarded++;
+        r = watch_node(ds, d);
+        if (r < 0)
+                log_warning_errno(r, "Cannot watch /dev/loop%" PRIu32 " for closes; a detach asked by "
+                                  "someone else is noticed within %llu s only", d->number,
+                                  (unsigned long long) (POLL_INTERVAL_USEC / 1000000));
+        r = node_access_set(d->number, d->owner, !(d->info.flags & LO_FLAGS_READ_ONLY));
+        if (r < 0)
+                log_error_errno(r, "Cannot give uid %u access to /dev/loop%" PRIu32 "; it can use the device "
+                                "through the fd it was given only", (unsigned) d->owner, d->number);
+        devices_emit_counts(ds);
+        return r;
+}
+
+LoopDevice *device_unguard(Devices *ds, Device *d) {
+        int r;
+
+        if (!d->guarded)
+                return NULL;
+        /* First the access, then (the caller) the keeper: nobody may open the
+         * node with the owner's rights once the attachment can end. */
+        r = node_access_set(d->number, NODE_ACCESS_NONE, false);
+        if (r < 0 && r != -ENOENT)
+                log_error_errno(r, "Cannot withdraw uid %u's access to /dev/loop%" PRIu32, (unsigned) d->owner,
+                                d->number);
+        unwatch_node(ds, d);
+        d->guarded = false;
+        ds->n_guarded--;
+        devices_emit_counts(ds);
+        return TAKE_PTR(d->keeper);
+}
+
+/* A guarded device was created without autoclear; the flag set now means
+ * someone asked for a detach (LOOP_CLR_FD marks a device still open), or
+ * the owner set it through its fd. Either way the attachment may end at
+ * the last close: withdraw access, then let the kernel have it. */
+static void guard_check(Devices *ds, Device *d) {
+        uint64_t autoclear = 0;
+        LoopDevice *keeper;
+
+        if (!d->guarded || d->busy)
+                return;
+        if (loop_sysfs_read_u64(d->number, "loop/autoclear", &autoclear) < 0 || autoclear == 0)
+                return;
+        LogEntry e = LOG_ENTRY_INIT(LOG_NOTICE, LOG_ID_REMOVED);
+        log_entry_add(&e, "LOOPD_DEVICE", "%s", d->info.path);
+        log_entry_add(&e, "LOOPD_DISKSEQ", "%" PRIu64, d->diskseq);
+        log_entry_add(&e, "LOOPD_OWNER", "%u", (unsigned) d->owner);
+        log_entry_send(&e, "A detach of %s (owned by uid %u) was asked outside loopd; access withdrawn, the kernel "
+                       "detaches it at its last close", d->info.path, (unsigned) d->owner);
+        keeper = device_unguard(ds, d);
+        d->detach_pending = true;
+        device_emit_changed(ds, d, DEVICE_CHANGED_STATE | DEVICE_CHANGED_INFO);
+        devices_release_keeper(ds, d->number, d->diskseq, keeper, false);
+}
+
+static int on_inotify(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Devices *ds = userdata;
+        char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+        ssize_t n;
+
+        /* Which node does not matter much: a close is rare, and checking
+         * every guarded device is a sysfs read each. */
+        while ((n = read(fd, buf, sizeof(buf))) > 0)
+                ;
+        size_t i = 0;
+        for (Device *d; (d = devices_next(ds, &i));)
+                guard_check(ds, d);
+        return 0;
+}
+
+/* ---- following the kernel ----------------------------------------------------- */
 
 static bool info_equal(const LoopInfo *a, const LoopInfo *b) {
         return a->size == b->size && a->offset == b->offset && a->size_limit == b->size_limit &&
                a->block_size == b->block_size && a->flags == b->flags &&
                a->backing_deleted == b->backing_deleted && streq_ptr(a->backing_file, b->backing_file);
+}
+
+/* LOOP_CHANGE_FD (allowed on any fd of a read-only device, no capability
+ * needed) swapped the backing file of a guarded device: the keeper proves
+ * no detach happened, so the new diskseq is the same attachment with
+ * another file behind it. What polkit approved was the old file: the
+ * device keeps its owner and counts against its quota, but loopd
+ * withdraws access and detaches it (at its last close). */
+static void backing_changed(Devices *ds, Device *d, LoopInfo *info) {
+        _cleanup_(freep) char *was = name_escape(d->info.backing_file), *now = name_escape(info->backing_file);
+        LoopDevice *keeper = device_unguard(ds, d);
+        uid_t owner = d->owner;
+        _cleanup_(freep) char *binding = d->binding ? strdup(d->binding) : NULL;
+        Device *nd;
+        int r;
+
+        LogEntry e = LOG_ENTRY_INIT(LOG_WARNING, LOG_ID_BACKING_CHANGED);
+        log_entry_add(&e, "LOOPD_DEVICE", "%s", d->info.path);
+        log_entry_add(&e, "LOOPD_DISKSEQ", "%" PRIu64, info->diskseq);
+        log_entry_add(&e, "LOOPD_OWNER", "%u", (unsigned) owner);
+        log_entry_add(&e, "LOOPD_BACKING_FILE", "%s", strempty(now));
+        log_entry_send(&e, "The backing file of %s (uid %u) was swapped from %s to %s (LOOP_CHANGE_FD); "
+                       "access withdrawn, detaching it", d->info.path, (unsigned) owner, strempty(was),
+                       strempty(now));
+        device_drop(ds, d);
+        r = device_add(ds, info, owner, binding, &nd);
+        if (r < 0) {
+                devices_release_keeper(ds, info->number, info->diskseq, keeper, true);
+                return;
+        }
+        OwnerRecord rec = { .number = nd->number, .diskseq = nd->diskseq, .uid = owner, .bound_to = binding };
+        r = owner_store_put(ds->store, &rec);
+        if (r < 0)
+                log_error_errno(r, "Cannot record the owner of %s in the state directory", nd->info.path);
+        nd->detach_pending = true;
+        if (ds->ev.added)
+                ds->ev.added(nd, ds->userdata);
+        devices_emit_counts(ds);
+        devices_release_keeper(ds, nd->number, nd->diskseq, keeper, true);
 }
 
 static void sync_one(Devices *ds, uint32_t number) {
@@ -197,25 +342,34 @@ static void sync_one(Devices *ds, uint32_t number) {
         if (r < 0 || !info.bound || info.diskseq == 0) {
                 loop_info_done(&info);
                 if (d)
-                        device_drop(ds, d, true);
+                        device_drop(ds, d);
                 return;
         }
         if (d && d->diskseq != info.diskseq) {
-                device_drop(ds, d, true);
-                d = NULL;
-        }
-        if (!d) {
-                if (device_new(ds, &info, UID_INVALID, NULL, &d) < 0) {
+                if (d->guarded) {
+                        backing_changed(ds, d, &info);
                         loop_info_done(&info);
                         return;
                 }
-                fill_backing_identity(d);
+                device_drop(ds, d);
+                d = NULL;
+        }
+        if (!d) {
+                r = device_add(ds, &info, UID_INVALID, NULL, &d);
+                if (r < 0) {
+                        loop_info_done(&info);
+                        log_error_errno(r, "Cannot follow loop%" PRIu32, number);
+                        return;
+                }
                 if (ds->ev.added)
                         ds->ev.added(d, ds->userdata);
+                devices_emit_counts(ds);
+                devices_read_identity(ds, d);
                 return;
         }
         info.backing_dev = d->info.backing_dev;
         info.backing_ino = d->info.backing_ino;
+        d->info_usec = now_usec();
         if (info_equal(&info, &d->info)) {
                 d->info.uevent_seqnum = info.uevent_seqnum;
                 loop_info_done(&info);
@@ -223,8 +377,7 @@ static void sync_one(Devices *ds, uint32_t number) {
         }
         loop_info_done(&d->info);
         d->info = info;
-        if (ds->ev.changed)
-                ds->ev.changed(d, ds->userdata);
+        device_emit_changed(ds, d, DEVICE_CHANGED_INFO);
 }
 
 void devices_sync(Devices *ds, uint32_t number) {
@@ -236,8 +389,10 @@ void devices_sync(Devices *ds, uint32_t number) {
                 return;
         }
         n = loop_list_numbers(&numbers);
-        if (n < 0)
+        if (n < 0) {
+                log_error_errno(n, "Cannot list loop devices in /sys/block");
                 return;
+        }
         /* Nodes that vanished altogether first, then every node there is. */
         for (size_t i = 0; i < ds->n_slots; i++) {
                 bool present = false;
@@ -246,7 +401,7 @@ void devices_sync(Devices *ds, uint32_t number) {
                 for (int k = 0; k < n && !present; k++)
                         present = numbers[k] == i;
                 if (!present)
-                        device_drop(ds, ds->by_number[i], true);
+                        device_drop(ds, ds->by_number[i]);
         }
         for (int k = 0; k < n; k++)
                 sync_one(ds, numbers[k]);
@@ -267,75 +422,138 @@ void devices_uevent(Devices *ds, uint32_t number, uint64_t diskseq, uint64_t seq
                         return;
         }
         devices_sync(ds, number);
+        if (number != UINT32_MAX && (d = devices_get(ds, number)))
+                guard_check(ds, d);
 }
 
-/* At start: the kernel's attachments, with the owners our records give. */
-static int reconcile(Devices *ds) {
-        OwnerRecord *recs = NULL;
-        OwnerIntent *ints = NULL;
-        size_t nr = 0, ni = 0;
-        int r;
+Device *devices_refresh(Devices *ds, Device *d, uint64_t max_age_usec) {
+        uint32_t number = d->number;
+        uint64_t diskseq = d->diskseq;
 
-        r = owner_store_load(ds->store, &recs, &nr, &ints, &ni);
-        if (r < 0)
-                return r;
+        if (now_usec() - d->info_usec <= max_age_usec)
+                return d;
+        sync_one(ds, number);
+        return devices_get_attachment(ds, number, diskseq);
+}
 
-        devices_sync(ds, UINT32_MAX);
+static void background(Devices *ds, Device *d);
 
-        for (size_t k = 0; k < nr; k++) {
-                Device *d = devices_get(ds, recs[k].number);
-                if (!d || d->diskseq != recs[k].diskseq) {
-                        /* Its device is gone (or is another attachment now). */
-                        (void) owner_store_delete(ds->store, recs[k].number, recs[k].diskseq);
-                        continue;
-                }
-                d->owner = recs[k].uid;
-                free(d->bound_to);
-                d->bound_to = TAKE_PTR(recs[k].bound_to);
+static int on_poll(sd_event_source *s, uint64_t usec, void *userdata) {
+        Devices *ds = userdata;
+        size_t i = 0;
+
+        for (Device *d; (d = devices_next(ds, &i));) {
+                if (!devices_refresh(ds, d, POLL_INTERVAL_USEC / 2))
+                        continue; /* ended: dropped */
+                guard_check(ds, d);
+                background(ds, d);
         }
-
-        /* A create killed between LOOP_CONFIGURE and its owner record:
-         * adopt the unowned device bound to that backing file. */
-        for (size_t k = 0; k < ni; k++) {
-                size_t i = 0;
-                for (Device *d; (d = devices_next(ds, &i));) {
-                        if (d->owner != UID_INVALID || d->info.backing_dev != ints[k].backing_dev ||
-                            d->info.backing_ino != ints[k].backing_ino || d->info.backing_dev == 0)
-                                continue;
-                        OwnerRecord rec = { .number = d->number, .diskseq = d->diskseq,
-                                            .uid = ints[k].uid, .bound_to = ints[k].bound_to };
-                        if (owner_store_put(ds->store, &rec) < 0)
-                                continue;
-                        d->owner = ints[k].uid;
-                        d->bound_to = TAKE_PTR(ints[k].bound_to);
-                        break;
-                }
-                (void) owner_store_drop_intent(ds->store, ints[k].id);
-        }
-        owner_records_free(recs, nr);
-        owner_intents_free(ints, ni);
+        (void) sd_event_source_set_time_relative(s, POLL_INTERVAL_USEC);
         return 0;
 }
 
-int devices_new(const DevicesOptions *o, const DeviceEvents *ev, void *userdata, Devices **ret) {
+/* ---- start ------------------------------------------------------------------ */
+
+/* Named-user ACL entries on loop nodes are loopd's: strip those no guarded
+ * attachment stands for (left by a crash, or a node reused while loopd was
+ * not running). Guards are granted again once their keepers are held. */
+static void strip_stale_access(Devices *ds) {
+        _cleanup_(freep) uint32_t *numbers = NULL;
+        int n = loop_list_numbers(&numbers);
+
+        for (int k = 0; k < n; k++) {
+                char name[32];
+                uid_t users[4];
+                int m, r;
+
+                (void) snprintf(name, sizeof(name), "loop%" PRIu32, numbers[k]);
+                m = node_access_get(name, users, NULL, ELEMENTSOF(users));
+                if (m <= 0)
+                        continue;
+                r = node_access_set(numbers[k], NODE_ACCESS_NONE, false);
+                if (r < 0)
+                        log_error_errno(r, "Cannot strip the stale access of uid %u to /dev/%s", (unsigned) users[0],
+                                        name);
+                else
+                        log_notice("Withdrew uid %u's stale access to /dev/%s (left from before loopd started)",
+                                   (unsigned) users[0], name);
+        }
+}
+
+/* The kernel's attachments, with the owners our records give. */
+static int reconcile(Devices *ds) {
+        OwnerRecord *recs = NULL;
+        size_t nr = 0;
+        int r;
+
+        r = owner_store_load(ds->store, &recs, &nr, &ds->intents, &ds->n_intents);
+        if (r < 0)
+                return r;
+        devices_sync(ds, UINT32_MAX);
+        for (size_t k = 0; k < nr; k++) {
+                Device *d = devices_get_attachment(ds, recs[k].number, recs[k].diskseq);
+                LogEntry e = LOG_ENTRY_INIT(LOG_INFO, LOG_ID_RECONCILED);
+
+                log_entry_add(&e, "LOOPD_DEVICE", "/dev/loop%" PRIu32, recs[k].number);
+                log_entry_add(&e, "LOOPD_DISKSEQ", "%" PRIu64, recs[k].diskseq);
+                log_entry_add(&e, "LOOPD_OWNER", "%u", (unsigned) recs[k].uid);
+                if (!d) {
+                        /* Its device is gone (or is another attachment now). */
+                        r = owner_store_delete(ds->store, recs[k].number, recs[k].diskseq);
+                        if (r < 0)
+                                log_warning_errno(r, "Cannot delete a stale owner record");
+                        log_entry_send(&e, "loop%" PRIu32 " of uid %u went while loopd was not running; record "
+                                       "forgotten", recs[k].number, (unsigned) recs[k].uid);
+                        continue;
+                }
+                d->owner = recs[k].uid;
+                free(d->binding);
+                d->binding = TAKE_PTR(recs[k].bound_to);
+                if (d->binding)
+                        ds->n_bound++;
+                d->info.backing_dev = recs[k].backing_dev;
+                d->info.backing_ino = recs[k].backing_ino;
+                log_entry_send(&e, "Found %s of uid %u again%s", d->info.path, (unsigned) d->owner,
+                               d->binding ? ", bound to a caller" : "");
+        }
+        owner_records_free(recs, nr);
+        strip_stale_access(ds);
+        return 0;
+}
+
+int devices_new(sd_event *e, JobPool *jobs, const DevicesOptions *o, const DeviceEvents *ev, void *userdata,
+                Devices **ret) {
         _cleanup_(devices_freep) Devices *ds = NULL;
         int r;
 
         ds = calloc(1, sizeof(*ds));
         if (!ds)
                 return -ENOMEM;
-        ds->control_fd = -1;
+        ds->event = sd_event_ref(e);
+        ds->jobs = jobs;
+        ds->control_fd = ds->inotify_fd = -1;
         ds->quota = o->quota;
+        ds->kernel_timeout_usec = o->kernel_timeout_usec;
         r = loop_control_open();
         if (r < 0)
                 return r;
         ds->control_fd = r;
+        ds->inotify_fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+        if (ds->inotify_fd < 0)
+                return negative_errno();
+        r = sd_event_add_io(e, &ds->inotify_source, ds->inotify_fd, EPOLLIN, on_inotify, ds);
+        if (r < 0)
+                return r;
         r = owner_store_open(o->state_dir, &ds->store);
         if (r < 0)
                 return r;
         r = reconcile(ds);
         if (r < 0)
                 return r;
+        r = sd_event_add_time_relative(e, &ds->poll_timer, CLOCK_MONOTONIC, POLL_INTERVAL_USEC, 0, on_poll, ds);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(ds->poll_timer, SD_EVENT_ON);
         /* Events only from now on: what we found is the initial state. */
         if (ev)
                 ds->ev = *ev;
@@ -347,162 +565,56 @@ int devices_new(const DevicesOptions *o, const DeviceEvents *ev, void *userdata,
         return 0;
 }
 
+/* Background work for d, unless under way: its identity, its keeper. A
+ * job the pool refuses now (its limit for loopd's own jobs) is asked again
+ * at the next poll. */
+static void background(Devices *ds, Device *d) {
+        if (d->info.backing_dev == 0 && !d->identity_pending)
+                devices_read_identity(ds, d);
+        if (device_wants_guard(d->owner, d->info.flags) && !d->guarded && !d->keeper_pending && !d->detach_pending)
+                devices_take_keeper(ds, d);
+}
+
+void devices_start_background(Devices *ds) {
+        size_t i = 0;
+
+        for (Device *d; (d = devices_next(ds, &i));)
+                background(ds, d);
+}
+
+void devices_shutdown(Devices *ds) {
+        ds->freeing = true;
+        ds->ev = (DeviceEvents) { 0 };
+        for (size_t i = 0; i < ds->n_slots; i++) {
+                Device *d = ds->by_number[i];
+                LoopDevice *keeper;
+
+                if (!d)
+                        continue;
+                keeper = device_unguard(ds, d);
+                if (keeper)
+                        devices_release_keeper(ds, d->number, d->diskseq, keeper, false);
+        }
+}
+
 Devices *devices_free(Devices *ds) {
         if (!ds)
                 return NULL;
+        if (!ds->freeing)
+                devices_shutdown(ds);
         node_pool_free(ds->pool); /* before the control fd it uses */
         for (size_t i = 0; i < ds->n_slots; i++)
                 device_free(ds->by_number[i]);
         free(ds->by_number);
         free(ds->ended);
+        uid_counts_clear(&ds->reserved);
+        owner_intents_free(ds->intents, ds->n_intents);
         owner_store_free(ds->store);
+        sd_event_source_disable_unref(ds->poll_timer);
+        sd_event_source_disable_unref(ds->inotify_source);
+        safe_close(ds->inotify_fd);
         safe_close(ds->control_fd);
+        sd_event_unref(ds->event);
         free(ds);
         return NULL;
-}
-
-int devices_check_backing(int backing_fd, const LoopConfig *c, LoopBacking *ret, char **ret_path) {
-        uint32_t flags;
-        int r;
-
-        r = loop_config_validate(c);
-        if (r < 0)
-                return r;
-        r = loop_backing_check(backing_fd, c, ret, &flags);
-        if (r < 0)
-                return r;
-        if (ret_path) {
-                char proc[64], buf[4096];
-                ssize_t n;
-                snprintf(proc, sizeof(proc), "/proc/self/fd/%d", backing_fd);
-                n = readlink(proc, buf, sizeof(buf) - 1);
-                buf[n > 0 ? n : 0] = 0;
-                *ret_path = strdup(buf);
-                if (!*ret_path)
-                        return -ENOMEM;
-        }
-        return 0;
-}
-
-static int state_dir_error(int r) {
-        if (r == -ENOMEM || r == -EINVAL)
-                return r;
-        fprintf(stderr, "loopd: cannot write an owner record to the state directory: %s\n", strerror(-r));
-        return DEVICES_ERROR_STATE_DIR;
-}
-
-int devices_create(Devices *ds, int backing_fd, const LoopBacking *backing, const LoopConfig *c, uid_t owner,
-                   const char *bound_to, Device **ret, int *ret_fd) {
-        _cleanup_(loop_device_freep) LoopDevice *ld = NULL;
-        _cleanup_(freep) char *intent = NULL;
-        _cleanup_(closep) int fd = -1;
-        LoopInfo info = { 0 };
-        Device *d;
-        int r;
-
-        if (owner != 0 && devices_count_owned(ds, owner) >= ds->quota)
-                return -EDQUOT;
-
-        OwnerIntent it = { .backing_dev = backing->st_dev, .backing_ino = backing->st_ino,
-                           .uid = owner, .bound_to = (char *) bound_to };
-        r = owner_store_put_intent(ds->store, &it, &intent);
-        if (r < 0)
-                return state_dir_error(r);
-
-        r = loop_device_create(ds->control_fd, backing_fd, c, &ld);
-        if (r < 0)
-                goto fail;
-        /* sysfs, plus the identity we took with statx: LOOP_GET_STATUS64
-         * would stat the backing file again, and on FUSE that asks the
-         * caller's file server (which could stall us). */
-        r = loop_device_take_created_info(ld, &info);
-        if (r == -ENODATA)
-                r = loop_info_read_sysfs(loop_device_number(ld), &info);
-        if (r >= 0 && (!info.bound || info.diskseq != loop_device_diskseq(ld)))
-                r = -EIO;
-        if (r < 0)
-                goto fail_detach;
-        info.backing_dev = backing->st_dev;
-        info.backing_ino = backing->st_ino;
-        /* The caller's fd first, then ours closes: an autoclear device must
-         * never be without an opener in between. */
-        fd = loop_device_reopen(ld);
-        if (fd < 0) {
-                r = fd;
-                goto fail_detach;
-        }
-        r = owner_store_commit_intent(ds->store, intent, info.number, info.diskseq);
-        if (r < 0) {
-                r = state_dir_error(r);
-                goto fail_detach;
-        }
-
-        /* A stale entry for this number (a uevent we have not read yet). */
-        d = devices_get(ds, info.number);
-        if (d)
-                device_drop(ds, d, true);
-        r = device_new(ds, &info, owner, bound_to, &d);
-        if (r < 0) {
-                (void) owner_store_delete(ds->store, info.number, info.diskseq);
-                goto fail_detach;
-        }
-        ld = loop_device_free(ld);
-        node_pool_kick(ds->pool);
-        if (ds->ev.added)
-                ds->ev.added(d, ds->userdata);
-        *ret = d;
-        *ret_fd = TAKE_FD(fd);
-        return 0;
-
-fail_detach:
-        fd = safe_close(fd);
-        (void) loop_device_detach(ld);
-fail:
-        loop_info_done(&info);
-        (void) owner_store_drop_intent(ds->store, intent);
-        return r;
-}
-
-int devices_remove(Devices *ds, Device *d) {
-        _cleanup_(loop_device_freep) LoopDevice *ld = NULL;
-        int r;
-
-        r = loop_device_open_number(d->number, d->diskseq, O_RDONLY, &ld);
-        if (r == -ESTALE || r == -ENXIO || r == -ENOENT || r == -ENODEV) {
-                devices_sync(ds, d->number);
-                return -ENXIO;
-        }
-        if (r < 0)
-                return r;
-        r = loop_device_detach(ld);
-        if (r < 0)
-                return r;
-        if (r == LOOP_DETACH_DONE) {
-                device_drop(ds, d, true);
-                node_pool_kick(ds->pool);
-        } else {
-                d->detach_pending = true;
-                devices_sync(ds, d->number); /* autoclear is set now */
-        }
-        return r;
-}
-
-int devices_refresh_size(Devices *ds, Device *d) {
-        _cleanup_(loop_device_freep) LoopDevice *ld = NULL;
-        uint32_t number = d->number;
-        int r;
-
-        r = loop_device_open_number(d->number, d->diskseq, O_RDONLY, &ld);
-        if (r == -ESTALE || r == -ENXIO || r == -ENOENT || r == -ENODEV) {
-                devices_sync(ds, number);
-                return -ENXIO;
-        }
-        if (r < 0)
-                return r;
-        r = loop_device_refresh_size(ld);
-        if (r < 0)
-                return r;
-        ld = loop_device_free(ld);
-        devices_sync(ds, number);
-        return 0;
 }

@@ -2,110 +2,125 @@
 #pragma once
 
 /*
- * The daemon's view of every loop attachment on the machine, kept in step
- * with the kernel (uevents, sysfs) and with the owner records, and the
- * operations on them. No D-Bus here: the bus layer asks, this module acts
- * through the loop core and tells the bus layer what changed through
- * DeviceEvents.
+ * The daemon's view of every loop attachment on the machine and of who owns
+ * the ones made through loopd, kept in step with the kernel (uevents, sysfs)
+ * and with the owner records. It knows attachments, owners and quotas; it
+ * knows nothing of the bus (object paths, signals, callers' names are the
+ * bus layer's; a "binding" is an opaque key the bus layer asks it to keep
+ * and persist with the owner record).
  *
  * An attachment is keyed by (number, diskseq): when loopN is detached and
- * attached again it is a new Device with a new object path.
+ * attached again it is a new Device.
+ *
+ * Guards. A device a non-root uid made without autoclear is "guarded":
+ * loopd grants the owner an ACL on the node (node-access.h) and holds an fd
+ * of its own on it (the keeper). While the keeper is open the kernel cannot
+ * finish clearing the attachment (a detach by anyone only marks it), so
+ * loopd always withdraws the owner's access *before* the attachment ends,
+ * and an unbound node, which anyone allowed to open it could hold across
+ * the next attachment, never carries a previous owner's access. loopd
+ * notices a detach asked by someone else (loop/autoclear set on a device
+ * created without it) on every close of the node (inotify) and every few
+ * seconds, then revokes and lets go. Autoclear devices are not guarded: the
+ * kernel ends them at the last close, which loopd cannot precede; their
+ * owner's handle is the fd loopd returned.
+ *
+ * All kernel work that may wait on a backing file's file system runs on the
+ * job pool (jobs.h); this module's functions return at once and report
+ * through callbacks, on the event loop.
  */
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <systemd/sd-event.h>
 
+#include "jobs.h"
 #include "loop-device.h"
 #include "util.h"
 
 #define UID_INVALID ((uid_t) -1)
-#define DEVICE_OBJECT_PREFIX "/org/loopd/Loop1/device/"
+/* Owner of the daemon's own background jobs (reading identities, taking
+ * keepers at start): limited like a user, never root's reserve. */
+#define DEVICES_JOB_OWNER ((uid_t) -2)
 
 typedef struct Device {
         uint32_t number;
         uint64_t diskseq;
-        uid_t owner;         /* UID_INVALID: not created through loopd */
-        char *bound_to;      /* unique bus name of the creator, or NULL */
-        bool detach_pending; /* Remove was deferred by the kernel to the last close */
-        LoopInfo info;       /* as last read from the kernel */
-        char object_path[sizeof(DEVICE_OBJECT_PREFIX) + 48];
-        void *bus_data;      /* the bus layer's (name watch); freed by it in .removed */
+        uid_t owner;          /* UID_INVALID: not created through loopd */
+        char *binding;        /* opaque key of the caller it is bound to, or NULL */
+        bool detach_pending;  /* removed; the kernel keeps it until its last opener closes */
+        bool guarded;         /* keeper held and the owner's ACL granted */
+        bool busy;            /* a job works on it (remove, refresh, guard changes) */
+        LoopInfo info;        /* as last read from the kernel */
+        uint64_t info_usec;   /* when (CLOCK_MONOTONIC) */
+        LoopDevice *keeper;   /* loopd's own fd while guarded */
+        int watch;            /* inotify watch of the node while guarded, else -1 */
+        bool identity_pending, keeper_pending; /* background jobs in flight */
 } Device;
+
+/* What changed, for DeviceEvents.changed. */
+enum {
+        DEVICE_CHANGED_INFO = 1 << 0,     /* size, flags, backing name... */
+        DEVICE_CHANGED_IDENTITY = 1 << 1, /* backing dev/ino became known */
+        DEVICE_CHANGED_STATE = 1 << 2,    /* detach_pending */
+        DEVICE_CHANGED_OWNER = 1 << 3,    /* owner or binding (adopted after start) */
+};
 
 typedef struct DeviceEvents {
         void (*added)(Device *d, void *userdata);
         void (*removed)(Device *d, void *userdata); /* d is freed after this */
-        void (*changed)(Device *d, void *userdata); /* d->info was updated */
+        void (*changed)(Device *d, unsigned what, void *userdata);
+        /* The counts behind STATUS= and idle exit changed. */
+        void (*counts_changed)(void *userdata);
 } DeviceEvents;
 
 typedef struct Devices Devices;
 
 typedef struct DevicesOptions {
         const char *state_dir;
-        unsigned quota;          /* per non-root uid */
+        unsigned quota;          /* devices per non-root uid */
         unsigned min_spare_nodes;
         unsigned max_spare_nodes;
+        uint64_t kernel_timeout_usec; /* deadline of a kernel job a caller waits for */
 } DevicesOptions;
 
 /* Opens /dev/loop-control and the state directory, reconciles the owner
  * records with the kernel (forgets records of devices gone, adopts devices
- * whose create was interrupted), starts the node pool. Events are not
- * emitted for what is found at start. */
-int devices_new(const DevicesOptions *o, const DeviceEvents *ev, void *userdata, Devices **ret);
+ * whose create was interrupted, strips node ACLs no attachment stands for),
+ * starts the node pool. Reading backing identities of devices found at
+ * start and taking their keepers happen later, on jobs
+ * (devices_start_background()). No events for what is found at start. */
+int devices_new(sd_event *e, JobPool *jobs, const DevicesOptions *o, const DeviceEvents *ev, void *userdata,
+                Devices **ret);
+/* At exit, before the job pool goes: revokes owners' node access and lets
+ * go of keepers (loopd gone, nobody would withdraw access before an
+ * attachment ends; the next start grants it again). Records stay. Jobs that
+ * finish from now on update nothing and undo what they made. */
+void devices_shutdown(Devices *ds);
 Devices *devices_free(Devices *ds);
 DEFINE_POINTER_CLEANUP(Devices, devices_free)
 
-/* Re-read one node (UINT32_MAX: all) from sysfs and emit added/removed/
- * changed as needed. */
-void devices_sync(Devices *ds, uint32_t number);
+/* Jobs for what devices_new() found: identities, keepers. */
+void devices_start_background(Devices *ds);
 
+/* Re-read one node (UINT32_MAX: all) from sysfs, emitting as needed. */
+void devices_sync(Devices *ds, uint32_t number);
 /* A kernel uevent about loop<number> (UINT32_MAX: events were lost, all).
- * Re-reads the node like devices_sync() unless the event is already
- * reflected: about an attachment older than the one we know or one we saw
- * end (diskseq), or numbered no later than our last read of the one we
- * know (seqnum). 0 for either: unknown, re-read. */
+ * Skipped when already reflected (see devices.c). */
 void devices_uevent(Devices *ds, uint32_t number, uint64_t diskseq, uint64_t seqnum);
+/* Re-reads d's info from sysfs if older than max_age_usec (emitting
+ * changed); d stays valid unless the attachment ended (returns NULL then). */
+Device *devices_refresh(Devices *ds, Device *d, uint64_t max_age_usec);
 
 Device *devices_get(Devices *ds, uint32_t number);
 /* As devices_get(), but first makes sure it is the kernel's current state. */
 Device *devices_get_fresh(Devices *ds, uint32_t number);
-/* By object path; NULL if no such attachment (any more). */
-Device *devices_get_by_path(Devices *ds, const char *object_path);
+Device *devices_get_attachment(Devices *ds, uint32_t number, uint64_t diskseq);
 /* Iterate: *iter starts at 0. */
 Device *devices_next(Devices *ds, size_t *iter);
 size_t devices_count(Devices *ds);
-size_t devices_count_owned(Devices *ds, uid_t uid);
-size_t devices_count_bound(Devices *ds);
+size_t devices_count_bound(Devices *ds);   /* with a binding */
+size_t devices_count_guarded(Devices *ds);
 unsigned devices_quota(Devices *ds);
 
-/* What a backing fd allows (loop_backing_check), for validation and polkit
- * details before anything is allocated. ret_path: the fd's path as the
- * kernel names it (may be NULL). */
-int devices_check_backing(int backing_fd, const LoopConfig *c, LoopBacking *ret, char **ret_path);
-
-/*
- * Attach. Checks the quota of `owner` (-EDQUOT; uid 0 exempt), writes an
- * intent record, creates, records the owner, adds the Device (emits
- * added) and returns a fresh non-exclusive fd on it (read-only when the
- * device is). -EROFS/-EOPNOTSUPP etc. from the core.
- * backing: what devices_check_backing() said of backing_fd; only its
- * identity (st_dev, st_ino) is used, which an fd keeps for its life. The
- * core checks the rest again when it attaches.
- */
-int devices_create(Devices *ds, int backing_fd, const LoopBacking *backing, const LoopConfig *c, uid_t owner,
-                   const char *bound_to, Device **ret, int *ret_fd);
-
-/* devices_create's answer when the owner records cannot be written (the
- * state directory is full, read-only or gone): nothing was attached. A
- * distinct code, because the store's own errno (ENOSPC, EROFS) would read
- * as "no free loop device" or "read-only backing file" at the bus edge.
- * The store's errno goes to stderr. */
-#define DEVICES_ERROR_STATE_DIR (-ENOLCK)
-
-/* Detach. Returns LOOP_DETACH_DONE (the Device is gone: removed emitted,
- * the pointer is invalid) or LOOP_DETACH_DEFERRED (the kernel waits for the
- * last opener; the Device stays until then). -ESTALE/-ENXIO if it went. */
-int devices_remove(Devices *ds, Device *d);
-
-int devices_refresh_size(Devices *ds, Device *d);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * loopd: loop devices for callers on the D-Bus system bus.
- * main() owns the Context: it parses options, builds the pieces in order,
+ * run() owns the Context: it parses options, builds the pieces in order,
  * runs sd-event (the daemon's only loop) and tears everything down.
  */
 #include <errno.h>
@@ -13,16 +13,33 @@
 #include <systemd/sd-daemon.h>
 #include <time.h>
 
+#include "bus-device.h"
 #include "bus-manager.h"
+#include "bus-watch.h"
+#include "caps.h"
 #include "errors.h"
+#include "log.h"
 
 /* Parsed command-line options: the only globals. */
-static unsigned arg_quota = 64;
 static uint64_t arg_idle_timeout_usec = 60ULL * 1000000ULL;
 static uint64_t arg_polkit_timeout_usec = 25ULL * 1000000ULL;
 static uint64_t arg_path_open_timeout_usec = 10ULL * 1000000ULL;
+static uint64_t arg_kernel_timeout_usec = 20ULL * 1000000ULL;
 static unsigned arg_min_spare = 2, arg_max_spare = 8;
 static const char *arg_state_dir = NULL;
+/* Every bound, named in loopd(8), "LIMITS". */
+static Limits arg_limits = {
+        .quota = 64,
+        .pending_per_uid = 32,
+        .pending_total = 1024,
+        .helpers_per_uid = 4,
+        .helpers_total = 64,
+        .polkit_in_flight = 64,
+        .kernel_threads = 16,
+        .kernel_per_uid = 4,
+        .backlog_per_uid = 16,
+        .backlog_messages = 256,
+};
 
 static void help(void) {
         printf("Usage: loopd [OPTIONS]\n\n"
@@ -32,10 +49,12 @@ static void help(void) {
                "     --state-dir=DIR      Where owner records live (default: $RUNTIME_DIRECTORY, else /run/loopd)\n"
                "     --quota=N            Devices one non-root uid may have attached (default 64)\n"
                "     --idle-timeout=SEC   Exit after SEC idle seconds when no device is bound to a live\n"
-               "                          caller; 0 never exits (default 60)\n"
+               "                          caller or guarded for its owner; 0 never exits (default 60)\n"
                "     --polkit-timeout=SEC How long to wait for polkit's answer (default 25)\n"
                "     --open-timeout=SEC   How long CreateFromPath may take to open a file (default 10)\n"
-               "     --spare-nodes=MIN:MAX Free loop nodes to keep ready (default 2:8)\n");
+               "     --kernel-timeout=SEC How long a caller waits for the kernel (default 20)\n"
+               "     --spare-nodes=MIN:MAX Free loop nodes to keep ready (default 2:8)\n"
+               "     --log-level=LEVEL    debug, info, notice, warning, err... (default info)\n");
 }
 
 static int parse_uint(const char *s, unsigned long long max, unsigned long long *ret) {
@@ -53,7 +72,8 @@ static int parse_uint(const char *s, unsigned long long max, unsigned long long 
 }
 
 static int parse_argv(int argc, char *argv[]) {
-        enum { ARG_VERSION = 0x100, ARG_STATE_DIR, ARG_QUOTA, ARG_IDLE, ARG_POLKIT, ARG_OPEN, ARG_SPARE };
+        enum { ARG_VERSION = 0x100, ARG_STATE_DIR, ARG_QUOTA, ARG_IDLE, ARG_POLKIT, ARG_OPEN, ARG_KERNEL, ARG_SPARE,
+               ARG_LOG_LEVEL };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
@@ -62,11 +82,13 @@ static int parse_argv(int argc, char *argv[]) {
                 { "idle-timeout", required_argument, NULL, ARG_IDLE },
                 { "polkit-timeout", required_argument, NULL, ARG_POLKIT },
                 { "open-timeout", required_argument, NULL, ARG_OPEN },
+                { "kernel-timeout", required_argument, NULL, ARG_KERNEL },
                 { "spare-nodes", required_argument, NULL, ARG_SPARE },
+                { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
                 { 0 }
         };
         unsigned long long v, w;
-        int c;
+        int c, r;
 
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
                 switch (c) {
@@ -88,21 +110,21 @@ static int parse_argv(int argc, char *argv[]) {
                                 fprintf(stderr, "loopd: --quota takes a number of devices.\n");
                                 return -EINVAL;
                         }
-                        arg_quota = (unsigned) v;
+                        arg_limits.quota = (unsigned) v;
                         break;
                 case ARG_IDLE:
                 case ARG_POLKIT:
                 case ARG_OPEN:
-                        if (parse_uint(optarg, 86400 * 365, &v) < 0) {
-                                fprintf(stderr, "loopd: %s takes whole seconds.\n", argv[optind - 1]);
+                case ARG_KERNEL:
+                        if (parse_uint(optarg, 86400 * 365, &v) < 0 || (c != ARG_IDLE && v == 0)) {
+                                fprintf(stderr, "loopd: %s takes whole seconds%s.\n", argv[optind - 1],
+                                        c != ARG_IDLE ? ", at least 1" : "");
                                 return -EINVAL;
                         }
-                        if (c == ARG_IDLE)
-                                arg_idle_timeout_usec = v * 1000000ULL;
-                        else if (c == ARG_POLKIT)
-                                arg_polkit_timeout_usec = v * 1000000ULL;
-                        else
-                                arg_path_open_timeout_usec = v * 1000000ULL;
+                        *(c == ARG_IDLE ? &arg_idle_timeout_usec
+                          : c == ARG_POLKIT ? &arg_polkit_timeout_usec
+                          : c == ARG_OPEN ? &arg_path_open_timeout_usec
+                                          : &arg_kernel_timeout_usec) = v * 1000000ULL;
                         break;
                 case ARG_SPARE: {
                         _cleanup_(freep) char *a = strdup(optarg);
@@ -120,6 +142,15 @@ static int parse_argv(int argc, char *argv[]) {
                         arg_max_spare = (unsigned) w;
                         break;
                 }
+                case ARG_LOG_LEVEL:
+                        r = log_level_from_string(optarg);
+                        if (r < 0) {
+                                fprintf(stderr, "loopd: --log-level takes debug, info, notice, warning, err, crit, "
+                                        "alert, emerg or 0..7.\n");
+                                return -EINVAL;
+                        }
+                        log_set_max_level(r);
+                        break;
                 default:
                         return -EINVAL;
                 }
@@ -130,10 +161,31 @@ static int parse_argv(int argc, char *argv[]) {
         return 1;
 }
 
-/* ---- idle exit ------------------------------------------------------------ */
+/* ---- STATUS= and idle exit ------------------------------------------------------ */
+
+static int on_status_update(sd_event_source *s, void *userdata) {
+        Context *c = userdata;
+        int r;
+
+        r = sd_notifyf(false, "STATUS=Serving %zu loop devices, %zu bound to callers.", devices_count(c->devices),
+                       devices_count_bound(c->devices));
+        if (r < 0)
+                log_debug_errno(r, "Cannot send STATUS= to the service manager");
+        return 0;
+}
+
+void context_counts_changed(Context *c) {
+        /* Once per loop iteration, however many devices changed in it. */
+        if (c->status_update && !c->exiting)
+                (void) sd_event_source_set_enabled(c->status_update, SD_EVENT_ONESHOT);
+}
 
 static bool context_busy(Context *c) {
-        return c->n_operations > 0 || devices_count_bound(c->devices) > 0;
+        /* Guarded devices need loopd: it withdraws their owners' access
+         * before the kernel lets them go. Bound ones need it to follow their
+         * callers. */
+        return c->n_operations > 0 || job_pool_jobs(c->jobs) > 0 || devices_count_bound(c->devices) > 0 ||
+               devices_count_guarded(c->devices) > 0;
 }
 
 static void idle_rearm(Context *c) {
@@ -171,127 +223,229 @@ static int on_idle(sd_event_source *s, uint64_t usec, void *userdata) {
          * for the next activation instead of sending them to us. */
         c->exiting = true;
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Idle, exiting.");
+        log_info("Idle for %llu s, exiting; the next call starts loopd again",
+                 (unsigned long long) (c->idle_timeout_usec / 1000000));
         r = sd_bus_release_name(c->bus, LOOPD_BUS_NAME);
-        if (r < 0)
+        if (r < 0) {
+                log_warning_errno(r, "Cannot give up %s", LOOPD_BUS_NAME);
                 return sd_event_exit(c->event, 0);
+        }
         return sd_event_add_time_relative(c->event, NULL, CLOCK_MONOTONIC, 200 * 1000, 0, on_drain, c);
 }
 
 static int on_message(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
-        idle_rearm(userdata);
-        return 0; /* let it be dispatched */
+        Context *c = userdata;
+
+        idle_rearm(c);
+        return bus_manager_admit(c, m); /* 1: handled (dropped), 0: dispatch it */
 }
 
-static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+/* ---- signals ------------------------------------------------------------------------ */
+
+static int on_terminate(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         Context *c = userdata;
+
+        log_info("Received %s, exiting", strsignal((int) si->ssi_signo));
         (void) sd_notify(false, "STOPPING=1");
         return sd_event_exit(c->event, 0);
 }
 
-static int run(int argc, char *argv[]) {
-        Context c = {
-                .max_pending_per_uid = 32,
-        };
-        DevicesOptions dopts;
-        sigset_t mask;
-        const char *state_dir;
+static int on_hangup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        /* Nothing to reload: every setting comes from the command line. */
+        log_info("Received SIGHUP: loopd has no configuration to reload; ignoring it");
+        return 0;
+}
+
+/* The signals whose default action would end loopd, but that nobody sends
+ * to mean "stop" (SIGTERM and SIGINT do that; SIGQUIT, SIGABRT and the
+ * fault signals keep their core dumps). */
+static void ignore_stray_signals(void) {
+        static const int stray[] = { SIGUSR1, SIGUSR2, SIGPIPE, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGSTKFLT,
+                                     SIGPWR, SIGXCPU, SIGXFSZ, SIGTRAP, SIGSYS };
+
+        for (size_t i = 0; i < ELEMENTSOF(stray); i++)
+                (void) signal(stray[i], SIG_IGN);
+        for (int s = SIGRTMIN; s <= SIGRTMAX; s++)
+                (void) signal(s, SIG_IGN);
+}
+
+/* ---- run ------------------------------------------------------------------------------ */
+
+static void on_uevent(const Uevent *ev, void *userdata) {
+        Context *c = userdata;
+        devices_uevent(c->devices, ev->number, ev->diskseq, ev->seqnum); /* UINT32_MAX (overflow): all */
+}
+
+static int setup(Context *c) {
+        const char *state_dir = arg_state_dir;
         int r;
 
-        r = parse_argv(argc, argv);
-        if (r <= 0)
-                return r < 0 ? 2 : 0;
-        c.quota = arg_quota;
-        c.idle_timeout_usec = arg_idle_timeout_usec;
-        c.polkit_timeout_usec = arg_polkit_timeout_usec;
-        c.path_open_timeout_usec = arg_path_open_timeout_usec;
-        state_dir = arg_state_dir;
+        c->limits = arg_limits;
+        c->idle_timeout_usec = arg_idle_timeout_usec;
+        c->polkit_timeout_usec = arg_polkit_timeout_usec;
+        c->path_open_timeout_usec = arg_path_open_timeout_usec;
+        c->kernel_timeout_usec = arg_kernel_timeout_usec;
         if (!state_dir)
                 state_dir = getenv("RUNTIME_DIRECTORY");
         if (!state_dir || !*state_dir)
                 state_dir = "/run/loopd";
         /* RUNTIME_DIRECTORY may list several, colon-separated: take the first. */
-        c.state_dir = strndup(state_dir, strcspn(state_dir, ":"));
-        if (!c.state_dir)
-                return 1;
+        c->state_dir = strndup(state_dir, strcspn(state_dir, ":"));
+        if (!c->state_dir)
+                return -ENOMEM;
+
+        r = sd_event_default(&c->event);
+        if (r < 0)
+                return r;
+        r = sd_event_add_signal(c->event, NULL, SIGTERM, on_terminate, c);
+        if (r >= 0)
+                r = sd_event_add_signal(c->event, NULL, SIGINT, on_terminate, c);
+        if (r >= 0)
+                r = sd_event_add_signal(c->event, NULL, SIGHUP, on_hangup, c);
+        if (r < 0)
+                return r;
+        r = sd_event_add_defer(c->event, &c->status_update, on_status_update, c);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(c->status_update, SD_EVENT_OFF);
+
+        r = sd_bus_open_system(&c->bus);
+        if (r < 0) {
+                log_error_errno(r, "Cannot connect to the system bus");
+                return r;
+        }
+        r = sd_bus_attach_event(c->bus, c->event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                return r;
+
+        r = job_pool_new(c->event,
+                         &(JobPoolLimits) {
+                                 .max_threads = c->limits.kernel_threads,
+                                 .reserve_threads = 4,
+                                 .max_per_owner = c->limits.kernel_per_uid,
+                                 .max_queued = c->limits.pending_total,
+                                 .warm_threads = 2,
+                         },
+                         &c->jobs);
+        if (r < 0)
+                return r;
+        r = path_opener_new(c->event, c->limits.helpers_per_uid, c->limits.helpers_total, &c->opener);
+        if (r < 0)
+                return r;
+        r = polkit_new(c->bus, c->limits.polkit_in_flight, &c->polkit);
+        if (r < 0)
+                return r;
+        r = uevent_monitor_new(c->event, on_uevent, c, &c->uevents);
+        if (r < 0) {
+                log_error_errno(r, "Cannot listen to kernel uevents");
+                return r;
+        }
+        r = devices_new(c->event, c->jobs,
+                        &(DevicesOptions) {
+                                .state_dir = c->state_dir,
+                                .quota = c->limits.quota,
+                                .min_spare_nodes = arg_min_spare,
+                                .max_spare_nodes = arg_max_spare,
+                                .kernel_timeout_usec = c->kernel_timeout_usec,
+                        },
+                        &bus_device_events, c, &c->devices);
+        if (r < 0) {
+                log_error_errno(r, "Cannot set up (state directory %s)", c->state_dir);
+                return r;
+        }
+        r = bus_manager_register(c);
+        if (r < 0)
+                return r;
+        r = sd_bus_add_filter(c->bus, NULL, on_message, c);
+        if (r < 0)
+                return r;
+        /* The name before any work on what was found: bus activation waits
+         * for it, and reading the identity of an adopted device may take as
+         * long as its backing file system does. */
+        r = sd_bus_request_name(c->bus, LOOPD_BUS_NAME, 0);
+        if (r < 0) {
+                log_error_errno(r, "Cannot own %s", LOOPD_BUS_NAME);
+                return r;
+        }
+        size_t i = 0;
+        for (Device *d; (d = devices_next(c->devices, &i));)
+                if (d->binding)
+                        bus_watch_device(c, d);
+        devices_start_background(c->devices);
+
+        if (c->idle_timeout_usec > 0) {
+                r = sd_event_add_time_relative(c->event, &c->idle_timer, CLOCK_MONOTONIC, c->idle_timeout_usec, 0,
+                                               on_idle, c);
+                if (r < 0)
+                        return r;
+        }
+        LogEntry e = LOG_ENTRY_INIT(LOG_INFO, LOG_ID_STARTED);
+        log_entry_send(&e, "loopd " LOOPD_VERSION " serving %zu loop devices (%zu bound to callers)",
+                       devices_count(c->devices), devices_count_bound(c->devices));
+        (void) sd_notifyf(false, "READY=1\nSTATUS=Serving %zu loop devices, %zu bound to callers.",
+                          devices_count(c->devices), devices_count_bound(c->devices));
+        return 0;
+}
+
+static void teardown(Context *c) {
+        bus_manager_cancel_operations(c);
+        bus_watch_stop(c);
+        c->idle_timer = sd_event_source_disable_unref(c->idle_timer);
+        c->status_update = sd_event_source_disable_unref(c->status_update);
+        if (c->bus) {
+                /* Off the bus before anything can wait: a job stuck in the
+                 * kernel must not keep loopd's name owned. */
+                (void) sd_bus_flush(c->bus);
+                sd_bus_detach_event(c->bus);
+                sd_bus_close(c->bus);
+        }
+        polkit_free(c->polkit);
+        /* Owners' access withdrawn, keepers let go (on jobs)... */
+        if (c->devices)
+                devices_shutdown(c->devices);
+        /* ...jobs given a moment to return and report to the model... */
+        job_pool_free(c->jobs, 2 * 1000000ULL);
+        devices_free(c->devices);
+        uevent_monitor_free(c->uevents);
+        path_opener_free(c->opener);
+        sd_bus_unref(c->bus);
+        sd_event_unref(c->event);
+        uid_counts_clear(&c->operations_per_uid);
+        uid_counts_clear(&c->backlog);
+        free(c->state_dir);
+}
+
+static int run(int argc, char *argv[]) {
+        Context c = { 0 };
+        sigset_t mask;
+        int r;
+
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r < 0 ? 2 : 0;
+        log_open();
 
         /* Before any thread exists: sd-event handles these, no thread may. */
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
         sigaddset(&mask, SIGCHLD);
         sigprocmask(SIG_BLOCK, &mask, NULL);
-        signal(SIGPIPE, SIG_IGN);
+        ignore_stray_signals();
+        /* What loopd holds only for root's path helper, it does not use
+         * itself (caps.h). */
+        r = caps_set_effective(0, CAPS_HELD_BACK);
+        if (r < 0)
+                log_warning_errno(r, "Cannot drop the capabilities loopd keeps for root's path helper");
 
         loopd_errors_register();
-
-        r = sd_event_default(&c.event);
-        if (r < 0)
-                goto fail;
-        (void) sd_event_add_signal(c.event, NULL, SIGTERM, on_signal, &c);
-        (void) sd_event_add_signal(c.event, NULL, SIGINT, on_signal, &c);
-
-        r = sd_bus_open_system(&c.bus);
+        r = setup(&c);
+        if (r >= 0)
+                r = sd_event_loop(c.event);
+        teardown(&c);
         if (r < 0) {
-                fprintf(stderr, "loopd: cannot connect to the system bus: %s\n", strerror(-r));
-                goto fail;
-        }
-        r = sd_bus_attach_event(c.bus, c.event, SD_EVENT_PRIORITY_NORMAL);
-        if (r < 0)
-                goto fail;
-
-        r = uevent_monitor_new(c.event, bus_manager_on_uevent, &c, &c.uevents);
-        if (r < 0) {
-                fprintf(stderr, "loopd: cannot listen to kernel uevents: %s\n", strerror(-r));
-                goto fail;
-        }
-        dopts = (DevicesOptions) {
-                .state_dir = c.state_dir,
-                .quota = c.quota,
-                .min_spare_nodes = arg_min_spare,
-                .max_spare_nodes = arg_max_spare,
-        };
-        r = devices_new(&dopts, &bus_device_events, &c, &c.devices);
-        if (r < 0) {
-                fprintf(stderr, "loopd: cannot set up (%s): %s\n", c.state_dir, strerror(-r));
-                goto fail;
-        }
-        r = bus_manager_register(&c);
-        if (r < 0)
-                goto fail;
-        r = sd_bus_add_filter(c.bus, NULL, on_message, &c);
-        if (r < 0)
-                goto fail;
-        r = sd_bus_request_name(c.bus, LOOPD_BUS_NAME, 0);
-        if (r < 0) {
-                fprintf(stderr, "loopd: cannot own %s: %s\n", LOOPD_BUS_NAME, strerror(-r));
-                goto fail;
-        }
-        bus_manager_watch_existing(&c);
-
-        if (c.idle_timeout_usec > 0) {
-                r = sd_event_add_time_relative(c.event, &c.idle_timer, CLOCK_MONOTONIC, c.idle_timeout_usec, 0,
-                                               on_idle, &c);
-                if (r < 0)
-                        goto fail;
-        }
-        (void) sd_notifyf(false, "READY=1\nSTATUS=Serving %zu loop devices.", devices_count(c.devices));
-
-        r = sd_event_loop(c.event);
-fail:
-        bus_manager_cancel_operations(&c);
-        sd_event_source_unref(c.idle_timer);
-        /* Devices first: its removal events still talk to the bus. */
-        devices_free(c.devices);
-        uevent_monitor_free(c.uevents);
-        if (c.bus) {
-                sd_bus_flush(c.bus);
-                sd_bus_detach_event(c.bus);
-                sd_bus_close_unref(c.bus);
-        }
-        sd_event_unref(c.event);
-        free(c.state_dir);
-        if (r < 0) {
-                fprintf(stderr, "loopd: %s\n", strerror(-r));
+                log_error_errno(r, "Exiting on error");
                 return 1;
         }
         return 0;

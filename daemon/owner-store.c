@@ -16,7 +16,9 @@
 
 struct OwnerStore {
         int dir_fd;
-        uint64_t intent_counter;
+        /* Intents are written from the job pool's threads: the counter that
+         * makes their names unique is the store's only mutable state. */
+        _Atomic uint64_t intent_counter;
 };
 
 int owner_store_open(const char *dir, OwnerStore **ret) {
@@ -95,7 +97,8 @@ int owner_store_put(OwnerStore *s, const OwnerRecord *r) {
         if (r->bound_to && !unique_name_is_valid(r->bound_to))
                 return -EINVAL;
         record_name(name, sizeof(name), r->number, r->diskseq);
-        snprintf(text, sizeof(text), "uid=%u\nbound=%s\n", (unsigned) r->uid, strempty(r->bound_to));
+        snprintf(text, sizeof(text), "uid=%u\nbound=%s\nbacking=%" PRIu64 ":%" PRIu64 "\n", (unsigned) r->uid,
+                 strempty(r->bound_to), (uint64_t) r->backing_dev, r->backing_ino);
         return write_atomic(s->dir_fd, name, text);
 }
 
@@ -115,7 +118,7 @@ int owner_store_put_intent(OwnerStore *s, const OwnerIntent *i, char **ret_id) {
         if (i->bound_to && !unique_name_is_valid(i->bound_to))
                 return -EINVAL;
         snprintf(name, sizeof(name), "pending-%" PRIu64 "-%" PRIu64 "-%" PRIu64,
-                 (uint64_t) i->backing_dev, i->backing_ino, ++s->intent_counter);
+                 (uint64_t) i->backing_dev, i->backing_ino, (uint64_t) ++s->intent_counter);
         snprintf(text, sizeof(text), "uid=%u\nbound=%s\nbacking=%" PRIu64 ":%" PRIu64 "\n",
                  (unsigned) i->uid, strempty(i->bound_to), (uint64_t) i->backing_dev, i->backing_ino);
         r = write_atomic(s->dir_fd, name, text);
@@ -175,8 +178,9 @@ void owner_intents_free(OwnerIntent *i, size_t n) {
         free(i);
 }
 
-/* Parses "uid=..\nbound=..\n[backing=D:I\n]". */
-static int parse_body(const char *text, uid_t *uid, char **bound, dev_t *bdev, uint64_t *bino) {
+/* Parses "uid=..\nbound=..\n[backing=D:I\n]"; the backing line is
+ * required when `need_backing`. */
+static int parse_body(const char *text, uid_t *uid, char **bound, dev_t *bdev, uint64_t *bino, bool need_backing) {
         unsigned long long u;
         const char *p;
         char *end;
@@ -208,15 +212,14 @@ static int parse_body(const char *text, uid_t *uid, char **bound, dev_t *bdev, u
                 }
         }
         p += len + 1;
-        if (bdev) {
-                unsigned long long d, i;
-                if (sscanf(p, "backing=%llu:%llu\n", &d, &i) != 2) {
-                        free(*bound);
-                        *bound = NULL;
-                        return -EBADMSG;
-                }
+        unsigned long long d, i;
+        if (sscanf(p, "backing=%llu:%llu\n", &d, &i) == 2) {
                 *bdev = (dev_t) d;
                 *bino = i;
+        } else if (need_backing) {
+                free(*bound);
+                *bound = NULL;
+                return -EBADMSG;
         }
         return 0;
 }
@@ -269,7 +272,7 @@ int owner_store_load(OwnerStore *s, OwnerRecord **ret_records, size_t *ret_n,
                 if (is_intent) {
                         OwnerIntent it = { 0 };
                         OwnerIntent *grown;
-                        if (parse_body(text, &it.uid, &it.bound_to, &it.backing_dev, &it.backing_ino) < 0)
+                        if (parse_body(text, &it.uid, &it.bound_to, &it.backing_dev, &it.backing_ino, true) < 0)
                                 goto bad;
                         it.id = strdup(de->d_name);
                         grown = reallocarray(ints, ni + 1, sizeof(*ints));
@@ -285,7 +288,7 @@ int owner_store_load(OwnerStore *s, OwnerRecord **ret_records, size_t *ret_n,
                 } else {
                         OwnerRecord rec = { .number = number, .diskseq = seq };
                         OwnerRecord *grown;
-                        if (parse_body(text, &rec.uid, &rec.bound_to, NULL, NULL) < 0)
+                        if (parse_body(text, &rec.uid, &rec.bound_to, &rec.backing_dev, &rec.backing_ino, false) < 0)
                                 goto bad;
                         grown = reallocarray(recs, nr + 1, sizeof(*recs));
                         if (!grown) {

@@ -34,7 +34,9 @@ typedef struct OwnerRecord {
         uint32_t number;
         uint64_t diskseq;
         uid_t uid;
-        char *bound_to; /* unique bus name of the caller, or NULL */
+        char *bound_to;      /* the caller's binding key (its unique bus name), or NULL */
+        dev_t backing_dev;   /* identity of the backing file; 0 if the record predates it */
+        uint64_t backing_ino;
 } OwnerRecord;
 
 typedef struct OwnerIntent {
@@ -53,7 +55,8 @@ DEFINE_POINTER_CLEANUP(OwnerStore, owner_store_free)
 int owner_store_put(OwnerStore *s, const OwnerRecord *r);
 int owner_store_delete(OwnerStore *s, uint32_t number, uint64_t diskseq);
 
-/* Writes an intent; *ret_id (malloc'ed) names it for drop. */
+/* Writes an intent; *ret_id (malloc'ed) names it for drop. Safe to call
+ * from any thread; everything else belongs to one. */
 int owner_store_put_intent(OwnerStore *s, const OwnerIntent *i, char **ret_id);
 int owner_store_drop_intent(OwnerStore *s, const char *id);
 /* The intent becomes the record of attachment (number, diskseq), with the
@@ -69,5 +72,5 @@ void owner_intent_done(OwnerIntent *i);
 void owner_records_free(OwnerRecord *r, size_t n);
 void owner_intents_free(OwnerIntent *i, size_t n);
 
-/* Strict: what a bus unique name may look like (":1.42"). */
+/* Strict: what a binding key may look like (a bus unique name, ":1.42"). */
 bool unique_name_is_valid(const char *s);

@@ -1,98 +1,166 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <stdbool.h>
+#include <linux/openat2.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/fsuid.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "caps.h"
 #include "path-opener.h"
+#include "uid-count.h"
+
+struct PathOpener {
+        sd_event *event;
+        unsigned max_per_uid, max_total, total;
+        UidCounts counts;
+};
+
+/* The child source's userdata: outlives its PathOpen when that is
+ * cancelled, until the helper is reaped. */
+typedef struct HelperRef {
+        PathOpener *po;
+        uid_t uid;
+        PathOpen *p; /* NULL once cancelled */
+} HelperRef;
 
 struct PathOpen {
         int sock;
         sd_event_source *child, *io, *timer;
+        HelperRef *ref;
         path_open_done_t done;
         void *userdata;
 };
 
-static void finish(PathOpen *p, int r, int fd);
-static bool read_reply(PathOpen *p);
+typedef struct HelperReply {
+        int err;
+        int stage;
+} HelperReply;
 
-static int reap_child(sd_event_source *s, const siginfo_t *si, void *userdata) {
-        PathOpen *p = userdata;
+/* ---- accounting ---------------------------------------------------------------- */
 
-        if (p) {
-                /* Exited before it answered (it crashed): that is the answer. */
-                p->child = sd_event_source_unref(p->child);
-                /* It may have answered and exited before we read the answer. */
-                if (!read_reply(p))
-                        finish(p, -EIO, -1);
-                return 0;
-        }
-        /* Released by a finished PathOpen: sd-event reaped it. Turning
-         * floating off drops the loop's (last) reference: the source goes
-         * once this dispatch returns (sd-event holds it meanwhile). */
-        (void) sd_event_source_set_floating(s, false);
-        return 0;
+unsigned path_opener_helpers(PathOpener *po, uid_t uid) {
+        return uid_counts_get(&po->counts, uid);
 }
 
-/* In the child only: async-signal-safe calls, then _exit(). */
-_Noreturn static void helper(int sock, const char *path, int flags, uid_t uid, gid_t gid,
-                             const gid_t *groups, size_t n_groups) {
+static void helper_gone(PathOpener *po, uid_t uid) {
+        assert(po->total > 0);
+        po->total--;
+        uid_counts_dec(&po->counts, uid);
+}
+
+/* ---- the helper (child side) ----------------------------------------------------- */
+
+/* In the child only: system calls, then _exit(). No malloc, no stdio: the
+ * parent has threads, and a lock one of them held is held forever here. */
+static void put_decimal(char *p, unsigned long v) {
+        char tmp[24];
+        size_t n = 0;
+
+        do
+                tmp[n++] = (char) ('0' + v % 10);
+        while ((v /= 10) > 0);
+        while (n > 0)
+                *p++ = tmp[--n];
+        *p = 0;
+}
+
+_Noreturn static void helper(int sock, const PathOpenRequest *req) {
         union {
                 struct cmsghdr h;
                 char buf[CMSG_SPACE(sizeof(int))];
         } control = { 0 };
-        int err = 0, fd;
-        struct iovec iov = { &err, sizeof(err) };
+        HelperReply reply = { 0, PATH_OPEN_STAGE_CREDENTIALS };
+        struct iovec iov = { &reply, sizeof(reply) };
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+        struct open_how how = { 0 };
+        char proc[48] = "/proc/";
+        int root = -1, fd;
 
         (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
-        /* Hold nothing of loopd's before becoming the caller: a fork keeps
-         * every fd loopd has, the backing files of other callers' pending
-         * requests among them, and a reopen through /proc/self/fd/N checks
-         * only the file's own mode, never the directories above it. Only
-         * the socket to loopd stays. */
-        if ((sock > 0 && close_range(0, (unsigned) sock - 1, 0) < 0) || close_range((unsigned) sock + 1, ~0U, 0) < 0) {
-                err = errno;
-                goto send;
+        /* Hold nothing of loopd's: a reopen through /proc/self/fd/N checks
+         * only the file's own mode, not the directories above it. */
+        if ((sock > 0 && close_range(0, (unsigned) sock - 1, 0) < 0) || close_range((unsigned) sock + 1, ~0U, 0) < 0)
+                goto fail;
+        put_decimal(proc + 6, (unsigned long) req->pid);
+        memcpy(proc + strlen(proc), "/root", sizeof("/root"));
+
+        if (setgroups(req->n_groups, req->groups) < 0)
+                goto fail;
+        if (req->uid == 0) {
+                /* Root: root's rights, and a look at a root caller's root,
+                 * which may hold capabilities loopd lacks. */
+                if (caps_set_effective(CAPS_HELD_BACK, 0) < 0)
+                        goto fail;
+                reply.stage = PATH_OPEN_STAGE_VIEW;
+                root = open(proc, O_PATH | O_DIRECTORY | O_CLOEXEC);
+                if (root < 0)
+                        goto fail;
+        } else {
+                /* The caller's ids as file system ids first: the kernel then
+                 * shows /proc/PID/root only if the caller could look at it
+                 * itself. The bus gives the groups but not which is the
+                 * primary one, which the kernel compares: try each. */
+                (void) setfsuid(req->uid);
+                if ((uid_t) setfsuid((uid_t) -1) != req->uid)
+                        goto fail;
+                reply.stage = PATH_OPEN_STAGE_VIEW;
+                errno = EPERM;
+                for (unsigned i = 0; i < req->n_groups && root < 0; i++) {
+                        if (setresgid(req->groups[i], req->groups[i], req->groups[i]) < 0)
+                                goto fail;
+                        root = open(proc, O_PATH | O_DIRECTORY | O_CLOEXEC);
+                }
+                if (root < 0)
+                        goto fail;
+                reply.stage = PATH_OPEN_STAGE_CREDENTIALS;
+                /* Then for good; verify that root is really gone. */
+                if (setresuid(req->uid, req->uid, req->uid) < 0 || setuid(0) == 0 || geteuid() == 0) {
+                        errno = EPERM;
+                        goto fail;
+                }
         }
-        /* Drop everything in the order that keeps the right to drop: groups
-         * first, gid, then uid; verify that root is really gone. */
-        if (setgroups(n_groups, groups) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0 ||
-            (uid != 0 && (setuid(0) == 0 || geteuid() == 0))) {
-                err = EPERM;
-                goto send;
-        }
-        fd = open(path, flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-        if (fd < 0) {
-                err = errno;
-                goto send;
-        }
+        (void) prctl(PR_SET_DUMPABLE, 0);
+
+        reply.stage = PATH_OPEN_STAGE_OPEN;
+        how.flags = (uint64_t) (req->flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        /* In the caller's root; magic links (/proc/self/fd/N) are refused. */
+        how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+        fd = (int) syscall(SYS_openat2, root, req->path, &how, sizeof(how));
+        if (fd < 0)
+                goto fail;
         mh.msg_control = &control;
         mh.msg_controllen = sizeof(control.buf);
         CMSG_FIRSTHDR(&mh)->cmsg_level = SOL_SOCKET;
         CMSG_FIRSTHDR(&mh)->cmsg_type = SCM_RIGHTS;
         CMSG_FIRSTHDR(&mh)->cmsg_len = CMSG_LEN(sizeof(int));
         memcpy(CMSG_DATA(CMSG_FIRSTHDR(&mh)), &fd, sizeof(int));
-send:
+        (void) sendmsg(sock, &mh, MSG_NOSIGNAL);
+        _exit(0);
+fail:
+        reply.err = errno > 0 ? errno : EIO;
         (void) sendmsg(sock, &mh, MSG_NOSIGNAL);
         _exit(0);
 }
 
-static void finish(PathOpen *p, int r, int fd) {
+/* ---- the parent side ------------------------------------------------------------------ */
+
+static void finish(PathOpen *p, int r, PathOpenStage stage, int fd) {
         path_open_done_t done = p->done;
         void *userdata = p->userdata;
 
         p->done = NULL;
         path_open_cancel(p);
-        done(r, fd, userdata);
+        done(r, stage, fd, userdata);
 }
 
 /* True when the PathOpen finished (and is freed). */
@@ -101,29 +169,53 @@ static bool read_reply(PathOpen *p) {
                 struct cmsghdr h;
                 char buf[CMSG_SPACE(sizeof(int))];
         } control = { 0 };
-        int err = 0, fd = -1;
-        struct iovec iov = { &err, sizeof(err) };
+        HelperReply reply = { 0 };
+        struct iovec iov = { &reply, sizeof(reply) };
         struct msghdr mh = {
                 .msg_iov = &iov, .msg_iovlen = 1,
                 .msg_control = &control, .msg_controllen = sizeof(control.buf),
         };
+        int fd = -1;
         ssize_t n;
 
         n = recvmsg(p->sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
                 return false;
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-                if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-                    c->cmsg_len == CMSG_LEN(sizeof(int)))
+                if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
                         memcpy(&fd, CMSG_DATA(c), sizeof(int));
-        if (n != (ssize_t) sizeof(err) || (mh.msg_flags & MSG_CTRUNC)) {
+        if (n != (ssize_t) sizeof(reply) || (mh.msg_flags & MSG_CTRUNC) || reply.stage < 0 ||
+            reply.stage > PATH_OPEN_STAGE_OPEN) {
                 safe_close(fd);
-                finish(p, -EIO, -1);
+                finish(p, -EIO, PATH_OPEN_STAGE_CREDENTIALS, -1);
         } else if (fd < 0)
-                finish(p, err > 0 ? -err : -EIO, -1);
+                finish(p, reply.err > 0 ? -reply.err : -EIO, (PathOpenStage) reply.stage, -1);
         else
-                finish(p, 0, fd);
+                finish(p, 0, PATH_OPEN_STAGE_OPEN, fd);
         return true;
+}
+
+static int reap_child(sd_event_source *s, const siginfo_t *si, void *userdata) {
+        HelperRef *ref = userdata;
+        PathOpen *p = ref->p;
+
+        helper_gone(ref->po, ref->uid);
+        if (p) {
+                /* It may have answered and exited before we read the answer;
+                 * if not, it died without answering (it crashed). */
+                p->child = sd_event_source_unref(p->child);
+                free(p->ref);
+                p->ref = NULL;
+                if (!read_reply(p))
+                        finish(p, -EIO, PATH_OPEN_STAGE_CREDENTIALS, -1);
+                return 0;
+        }
+        /* Cancelled earlier: the source was left floating to reap it.
+         * Turning floating off drops the loop's (last) reference: the
+         * source goes once this dispatch returns. */
+        free(ref);
+        (void) sd_event_source_set_floating(s, false);
+        return 0;
 }
 
 static int on_reply(sd_event_source *s, int sock, uint32_t revents, void *userdata) {
@@ -132,55 +224,72 @@ static int on_reply(sd_event_source *s, int sock, uint32_t revents, void *userda
 }
 
 static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
-        finish(userdata, -ETIMEDOUT, -1);
+        finish(userdata, -ETIMEDOUT, PATH_OPEN_STAGE_OPEN, -1);
         return 0;
 }
 
-int path_open_as(sd_event *e, const char *path, int flags, uid_t uid, gid_t gid,
-                 const gid_t *groups, size_t n_groups, uint64_t timeout_usec,
-                 path_open_done_t done, void *userdata, PathOpen **ret) {
+int path_open_as(PathOpener *po, const PathOpenRequest *req, uint64_t timeout_usec, path_open_done_t done,
+                 void *userdata, PathOpen **ret) {
         _cleanup_(freep) PathOpen *p = NULL;
+        HelperRef *ref;
         int pair[2], r;
-        uint64_t now;
         pid_t pid;
 
-        if ((flags & O_ACCMODE) == O_WRONLY || (flags & ~O_ACCMODE) != 0)
+        assert(req->path && req->path[0] == '/');
+        if ((req->flags & O_ACCMODE) == O_WRONLY || (req->flags & ~O_ACCMODE) != 0 || req->pid <= 0)
                 return -EINVAL;
+        if (uid_counts_get(&po->counts, req->uid) >= po->max_per_uid || po->total >= po->max_total)
+                return -EAGAIN;
         p = calloc(1, sizeof(*p));
-        if (!p)
+        ref = calloc(1, sizeof(*ref));
+        if (!p || !ref) {
+                free(ref);
                 return -ENOMEM;
-        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+        }
+        *ref = (HelperRef) { .po = po, .uid = req->uid };
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) {
+                free(ref);
                 return negative_errno();
+        }
 
         pid = fork();
         if (pid < 0) {
                 r = negative_errno();
                 safe_close(pair[0]);
                 safe_close(pair[1]);
+                free(ref);
                 return r;
         }
-        if (pid == 0) {
-                close(pair[0]);
-                helper(pair[1], path, flags, uid, gid, groups, n_groups);
-        }
+        if (pid == 0)
+                helper(pair[1], req);
         safe_close(pair[1]);
         p->sock = pair[0];
         p->done = done;
         p->userdata = userdata;
+        p->ref = ref;
+        ref->p = p;
+        if (uid_counts_inc(&po->counts, req->uid) < 0) {
+                /* Cannot be counted: cannot be allowed. */
+                (void) kill(pid, SIGKILL);
+                (void) waitpid(pid, NULL, 0);
+                p->child = NULL;
+                p->done = NULL;
+                path_open_cancel(TAKE_PTR(p));
+                return -ENOMEM;
+        }
+        po->total++;
 
-        r = sd_event_add_child(e, &p->child, pid, WEXITED, reap_child, p);
+        r = sd_event_add_child(po->event, &p->child, pid, WEXITED, reap_child, ref);
         if (r < 0) {
                 (void) kill(pid, SIGKILL);
                 (void) waitpid(pid, NULL, 0); /* just forked, SIGKILLed: returns at once */
+                helper_gone(po, req->uid);
                 goto fail;
         }
-        r = sd_event_add_io(e, &p->io, p->sock, EPOLLIN, on_reply, p);
+        r = sd_event_add_io(po->event, &p->io, p->sock, EPOLLIN, on_reply, p);
         if (r < 0)
                 goto fail;
-        r = sd_event_now(e, CLOCK_MONOTONIC, &now);
-        if (r < 0)
-                goto fail;
-        r = sd_event_add_time(e, &p->timer, CLOCK_MONOTONIC, now + timeout_usec, 0, on_timeout, p);
+        r = sd_event_add_time_relative(po->event, &p->timer, CLOCK_MONOTONIC, timeout_usec, 0, on_timeout, p);
         if (r < 0)
                 goto fail;
         *ret = TAKE_PTR(p);
@@ -198,15 +307,37 @@ PathOpen *path_open_cancel(PathOpen *p) {
                 /* Through sd-event (pidfd where it has one): never signals a
                  * reaped, recycled pid. Then let the source reap it whenever
                  * it dies; a helper stuck in the kernel (D state) must not
-                 * make us wait, so nothing here waits. */
+                 * make us wait, so nothing here waits. It stays counted. */
                 (void) sd_event_source_send_child_signal(p->child, SIGKILL, NULL, 0);
-                (void) sd_event_source_set_userdata(p->child, NULL);
+                p->ref->p = NULL;
                 (void) sd_event_source_set_floating(p->child, true);
                 p->child = sd_event_source_unref(p->child);
-        }
+        } else
+                free(p->ref);
         sd_event_source_disable_unref(p->io);
         sd_event_source_disable_unref(p->timer);
         safe_close(p->sock);
         free(p);
+        return NULL;
+}
+
+int path_opener_new(sd_event *e, unsigned max_per_uid, unsigned max_total, PathOpener **ret) {
+        PathOpener *po = calloc(1, sizeof(*po));
+
+        if (!po)
+                return -ENOMEM;
+        po->event = sd_event_ref(e);
+        po->max_per_uid = max_per_uid;
+        po->max_total = max_total;
+        *ret = po;
+        return 0;
+}
+
+PathOpener *path_opener_free(PathOpener *po) {
+        if (!po)
+                return NULL;
+        uid_counts_clear(&po->counts);
+        sd_event_unref(po->event);
+        free(po);
         return NULL;
 }

@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * Shared by devices.c (the model) and device-ops.c (the operations) only.
+ */
+
+#include "device-ops.h"
+#include "devices.h"
+#include "node-pool.h"
+#include "owner-store.h"
+#include "uid-count.h"
+
+typedef struct PendingIntent PendingIntent;
+
+struct Devices {
+        sd_event *event;
+        JobPool *jobs;
+        int control_fd;
+        OwnerStore *store;
+        NodePool *pool;
+        unsigned quota;
+        uint64_t kernel_timeout_usec;
+
+        Device **by_number; /* indexed by loop number; loop numbers are dense */
+        uint64_t *ended;    /* by number: diskseq of the last attachment we saw end there */
+        size_t n_slots;
+        size_t n_devices, n_bound, n_guarded;
+
+        UidCounts reserved; /* quota slots held by creates in flight */
+
+        /* Intents of creates interrupted before their record was written,
+         * waiting for the identity of the devices found at start. */
+        OwnerIntent *intents;
+        size_t n_intents;
+
+        /* Closes of guarded nodes (a detach someone asked shows then). */
+        int inotify_fd;
+        sd_event_source *inotify_source;
+        sd_event_source *poll_timer;
+
+        DeviceEvents ev;
+        void *userdata;
+        bool freeing;
+};
+
+/* devices.c, for device-ops.c. */
+int device_add(Devices *ds, LoopInfo *info, uid_t owner, const char *binding, Device **ret);
+void device_drop(Devices *ds, Device *d);
+void device_emit_changed(Devices *ds, Device *d, unsigned what);
+void devices_emit_counts(Devices *ds);
+/* Guard d with `keeper` (taken): the owner's ACL, the close watch. */
+int device_guard(Devices *ds, Device *d, LoopDevice *keeper);
+/* Revoke the owner's access and hand back the keeper (may be NULL). */
+LoopDevice *device_unguard(Devices *ds, Device *d);
+/* Whether a device made for `owner` with `flags` is guarded. */
+bool device_wants_guard(uid_t owner, uint32_t flags);
+size_t devices_count_owned(Devices *ds, uid_t uid);
+
+/* device-ops.c, for devices.c: let go of a keeper (a job: its close may be
+ * the last and flush I/O to a hung file system); with detach, LOOP_CLR_FD
+ * first. The result updates the attachment if it is still the same. */
+void devices_release_keeper(Devices *ds, uint32_t number, uint64_t diskseq, LoopDevice *keeper, bool detach);
+/* Background job: the backing identity of d (LOOP_GET_STATUS64). */
+void devices_read_identity(Devices *ds, Device *d);
+/* Background job: take a keeper for an owned device found at start. */
+void devices_take_keeper(Devices *ds, Device *d);
