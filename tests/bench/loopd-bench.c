@@ -40,6 +40,7 @@
 #include <systemd/sd-bus.h>
 
 #include "loop-device.h"
+#include "loopd-protocol.h"
 #include "loopd.h"
 
 /* ---- options ----------------------------------------------------------------- */
@@ -704,7 +705,7 @@ static bool start_loopd(sd_bus *bus) {
         if (g_loopd_pid <= 0)
                 return false;
         track(g_loopd_pid);
-        return wait_name(bus, "org.loopd.Loop1", true, 10);
+        return wait_name(bus, LOOPD_BUS_NAME, true, 10);
 }
 
 static void stop_pid(pid_t pid, bool child) {
@@ -745,7 +746,7 @@ static int core_cycle(int backing_fd, double *create_us, double *remove_us) {
 static int ping(sd_bus *bus, double *us) {
         sd_bus_error e = SD_BUS_ERROR_NULL;
         uint64_t t0 = now_ns();
-        int r = sd_bus_call_method(bus, "org.loopd.Loop1", "/org/loopd/Loop1", "org.freedesktop.DBus.Peer", "Ping",
+        int r = sd_bus_call_method(bus, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, "org.freedesktop.DBus.Peer", "Ping",
                                    &e, NULL, NULL);
         *us = us_since(t0);
         sd_bus_error_free(&e);
@@ -1049,13 +1050,13 @@ static bool proc_cycle_losetup(double *us) {
 static bool proc_cycle_busctl(double *us) {
         char buf[4096], name[64];
         uint64_t t0 = now_ns();
-        if (run((const char *const[]) { "busctl", "--system", "call", "org.loopd.Loop1", "/org/loopd/Loop1",
-                                        "org.loopd.Loop1.Manager", "CreateFromPath", "sa{sv}", g_backing, "0", NULL },
+        if (run((const char *const[]) { "busctl", "--system", "call", LOOPD_BUS_NAME, LOOPD_MANAGER_PATH,
+                                        LOOPD_MANAGER_INTERFACE, "CreateFromPath", "sa{sv}", g_backing, "0", NULL },
                 buf, sizeof buf, -1) != 0 ||
             !find_loop_name(buf, name))
                 return false;
-        if (run((const char *const[]) { "busctl", "--system", "call", "org.loopd.Loop1", "/org/loopd/Loop1",
-                                        "org.loopd.Loop1.Manager", "Remove", "s", name, NULL },
+        if (run((const char *const[]) { "busctl", "--system", "call", LOOPD_BUS_NAME, LOOPD_MANAGER_PATH,
+                                        LOOPD_MANAGER_INTERFACE, "Remove", "s", name, NULL },
                 NULL, 0, -1) != 0)
                 return false;
         *us = us_since(t0);
@@ -1065,14 +1066,14 @@ static bool proc_cycle_busctl(double *us) {
 static bool proc_cycle_gdbus(int backing_fd, double *us) {
         char buf[4096], name[64];
         uint64_t t0 = now_ns();
-        if (run((const char *const[]) { "gdbus", "call", "--system", "--dest", "org.loopd.Loop1", "--object-path",
-                                        "/org/loopd/Loop1", "--method", "org.loopd.Loop1.Manager.Create", "handle 3",
+        if (run((const char *const[]) { "gdbus", "call", "--system", "--dest", LOOPD_BUS_NAME, "--object-path",
+                                        LOOPD_MANAGER_PATH, "--method", LOOPD_MANAGER_INTERFACE ".Create", "handle 3",
                                         "{}", NULL },
                 buf, sizeof buf, backing_fd) != 0 ||
             !find_loop_name(buf, name))
                 return false;
-        if (run((const char *const[]) { "gdbus", "call", "--system", "--dest", "org.loopd.Loop1", "--object-path",
-                                        "/org/loopd/Loop1", "--method", "org.loopd.Loop1.Manager.Remove", name, NULL },
+        if (run((const char *const[]) { "gdbus", "call", "--system", "--dest", LOOPD_BUS_NAME, "--object-path",
+                                        LOOPD_MANAGER_PATH, "--method", LOOPD_MANAGER_INTERFACE ".Remove", name, NULL },
                 NULL, 0, -1) != 0)
                 return false;
         *us = us_since(t0);
@@ -1254,7 +1255,7 @@ static void phase_rss(LoopdClient *lc, int backing_fd) {
 
 static int unlink_service_file(void) {
         char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s/services/org.loopd.Loop1.service", g_tmp);
+        snprintf(path, sizeof path, "%s/services/" LOOPD_BUS_NAME ".service", g_tmp);
         return unlink(path);
 }
 
@@ -1263,12 +1264,12 @@ static void phase_activation(sd_bus *bus) {
 
         stop_pid(g_loopd_pid, true);
         g_loopd_pid = 0;
-        if (!wait_name(bus, "org.loopd.Loop1", false, 5)) {
+        if (!wait_name(bus, LOOPD_BUS_NAME, false, 5)) {
                 snprintf(R.activation_why, sizeof R.activation_why, "loopd did not release its name");
                 return;
         }
-        snprintf(path, sizeof path, "%s/services/org.loopd.Loop1.service", g_tmp);
-        if (asprintf(&svc, "[D-BUS Service]\nName=org.loopd.Loop1\nExec=%s --state-dir=%s/state-act --idle-timeout=0\nUser=root\n",
+        snprintf(path, sizeof path, "%s/services/" LOOPD_BUS_NAME ".service", g_tmp);
+        if (asprintf(&svc, "[D-BUS Service]\nName=" LOOPD_BUS_NAME "\nExec=%s --state-dir=%s/state-act --idle-timeout=0\nUser=root\n",
                      arg_loopd, g_run) < 0 || !write_file(path, svc, 0644)) {
                 snprintf(R.activation_why, sizeof R.activation_why, "cannot write %s", path);
                 free(svc);
@@ -1281,8 +1282,8 @@ static void phase_activation(sd_bus *bus) {
                 sd_bus_error e = SD_BUS_ERROR_NULL;
                 char *version = NULL;
                 uint64_t t0 = now_ns();
-                int r = sd_bus_get_property_string(bus, "org.loopd.Loop1", "/org/loopd/Loop1",
-                                                   "org.loopd.Loop1.Manager", "Version", &e, &version);
+                int r = sd_bus_get_property_string(bus, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH,
+                                                   LOOPD_MANAGER_INTERFACE, "Version", &e, &version);
                 double us = us_since(t0);
                 if (r < 0) {
                         snprintf(R.activation_why, sizeof R.activation_why, "activation failed: %s: %s", e.name, e.message);
@@ -1291,12 +1292,12 @@ static void phase_activation(sd_bus *bus) {
                 }
                 free(version);
                 add(&R.activation, us);
-                pid_t pid = name_owner_pid(bus, "org.loopd.Loop1");
+                pid_t pid = name_owner_pid(bus, LOOPD_BUS_NAME);
                 if (pid > 0) {
                         track(pid);
                         stop_pid(pid, false);
                 }
-                if (!wait_name(bus, "org.loopd.Loop1", false, 5))
+                if (!wait_name(bus, LOOPD_BUS_NAME, false, 5))
                         break;
         }
 }

@@ -246,18 +246,18 @@ static void test_polkit_answers_by_the_rules(void) {
         g_assert_true(g_str_has_prefix(daemon_line, "ok "));
 
         /* The rule says yes for nobody... */
-        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.create", &challenge, 10000, &error),
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, LOOPD_ACTION_CREATE, &challenge, 10000, &error),
                         ==, TRUE);
         g_assert_no_error(error);
         g_assert_false(challenge);
         /* ...the action's allow_any (auth_admin) answers for uid 1 (no
          * logind here: nobody is local or active)... */
-        g_assert_cmpint(loopd_fixture_polkit_check(f, daemon_line + 3, "org.loopd.create", &challenge, 10000, &error),
+        g_assert_cmpint(loopd_fixture_polkit_check(f, daemon_line + 3, LOOPD_ACTION_CREATE, &challenge, 10000, &error),
                         ==, FALSE);
         g_assert_no_error(error);
         g_assert_true(challenge);
         /* ...and manage-others is admin-only for everyone. */
-        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.manage-others", &challenge, 10000,
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, LOOPD_ACTION_MANAGE_OTHERS, &challenge, 10000,
                                                    &error),
                         ==, FALSE);
         g_assert_no_error(error);
@@ -270,23 +270,23 @@ static void test_polkit_answers_by_the_rules(void) {
 
         /* New rules take effect before set_polkit_rules returns. */
         loopd_fixture_set_polkit_rules(f, rules_nobody_may_not_create);
-        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.create", &challenge, 10000, &error),
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, LOOPD_ACTION_CREATE, &challenge, 10000, &error),
                         ==, FALSE);
         g_assert_no_error(error);
         g_assert_false(challenge);
         loopd_fixture_set_polkit_rules(f, NULL);
-        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.create", &challenge, 10000, &error),
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, LOOPD_ACTION_CREATE, &challenge, 10000, &error),
                         ==, FALSE);
         g_assert_true(challenge);
 
         /* Hung: it keeps its name and answers nothing. */
         loopd_fixture_hang_polkit(f);
-        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.create", NULL, 300, &error), ==, -1);
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, LOOPD_ACTION_CREATE, NULL, 300, &error), ==, -1);
         g_assert_error(error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT);
         g_clear_error(&error);
         g_assert_true(loopd_fixture_wait_name(f, LOOPD_POLKIT_BUS_NAME, TRUE, 0));
         loopd_fixture_resume_polkit(f);
-        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.create", NULL, 10000, &error), ==,
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, LOOPD_ACTION_CREATE, NULL, 10000, &error), ==,
                         FALSE);
         g_assert_no_error(error);
 
@@ -295,14 +295,14 @@ static void test_polkit_answers_by_the_rules(void) {
         loopd_fixture_stop_polkit(f);
         g_assert_true(loopd_fixture_wait_name(f, LOOPD_POLKIT_BUS_NAME, FALSE, 0));
         assert_pid_goes(polkitd);
-        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.create", NULL, 10000, &error), ==, -1);
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, LOOPD_ACTION_CREATE, NULL, 10000, &error), ==, -1);
         g_assert_error(error, G_DBUS_ERROR, G_DBUS_ERROR_SERVICE_UNKNOWN);
         g_clear_error(&error);
 
         /* And it can come back. */
         g_assert_true(loopd_fixture_start_polkit(f, rules_nobody_may_create));
         polkitd = loopd_fixture_polkitd_pid(f);
-        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.create", NULL, 10000, &error), ==,
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, LOOPD_ACTION_CREATE, NULL, 10000, &error), ==,
                         TRUE);
 
         g_clear_pointer(&nobody, loopd_caller_free);

@@ -70,12 +70,11 @@
 #include <gio/gio.h>
 #include <glib.h>
 
+#include "loopd-protocol.h"
+
 G_BEGIN_DECLS
 
-#define LOOPD_BUS_NAME "org.loopd.Loop1"
-#define LOOPD_MANAGER_PATH "/org/loopd/Loop1"
-#define LOOPD_MANAGER_INTERFACE "org.loopd.Loop1.Manager"
-#define LOOPD_DEVICE_INTERFACE "org.loopd.Loop1.Device"
+/* loopd's own names come from loopd-protocol.h; this one is polkit's. */
 #define LOOPD_POLKIT_BUS_NAME "org.freedesktop.PolicyKit1"
 
 /* The uid and gid tests use for "an unprivileged caller". */

@@ -409,7 +409,7 @@ static void test_quota_recovers(LoopdFixture *f, gconstpointer data) {
                 g_auto(LoopdRunResult) r = { 0 };
                 loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "create", img, NULL);
                 g_assert_cmpstr(r.fields[0], ==, "error");
-                g_assert_cmpstr(r.fields[1], ==, "org.loopd.Loop1.Error.QuotaExceeded");
+                g_assert_cmpstr(r.fields[1], ==, LOOPD_ERROR_QUOTA_EXCEEDED);
         }
         g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 2);
         /* Root is not bound by the quota. */
@@ -429,7 +429,7 @@ static void test_quota_recovers(LoopdFixture *f, gconstpointer data) {
                 loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "create", img, NULL);
                 g_assert_cmpstr(r.fields[0], ==, "ok");
                 loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r2, "create", img, NULL);
-                g_assert_cmpstr(r2.fields[1], ==, "org.loopd.Loop1.Error.QuotaExceeded");
+                g_assert_cmpstr(r2.fields[1], ==, LOOPD_ERROR_QUOTA_EXCEEDED);
         }
         g_test_message("quota 2: 3+1 creates over it answered QuotaExceeded; after one Remove, one Create succeeded");
         check_records_match_kernel(f);
@@ -520,8 +520,8 @@ static void expect_create_fails_cleanly(LoopdFixture *f, const char *img, const 
         if (say)
                 g_test_message("state directory %s: Create answered %s: %s", why, remote, error->message);
         /* Not the caller's fault, and not the kernel's: it must say so. */
-        g_assert_cmpstr(remote, !=, "org.loopd.Loop1.Error.BadBackingFile");
-        g_assert_cmpstr(remote, !=, "org.loopd.Loop1.Error.NoFreeDevice");
+        g_assert_cmpstr(remote, !=, LOOPD_ERROR_BAD_BACKING_FILE);
+        g_assert_cmpstr(remote, !=, LOOPD_ERROR_NO_FREE_DEVICE);
         g_assert_cmpstr(remote, !=, "org.freedesktop.DBus.Error.NoReply");
         g_assert_nonnull(strstr(error->message, "state"));
         g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
