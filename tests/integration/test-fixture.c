@@ -20,17 +20,9 @@
 
 #include "fixture.h"
 
-static const char rules_nobody_may_create[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == \"org.loopd.create\" && subject.user == \"nobody\")\n"
-        "                return polkit.Result.YES;\n"
-        "});\n";
+static const char rules_nobody_may_create[] = LOOPD_RULE_ALLOW("nobody", LOOPD_ACTION_CREATE);
 
-static const char rules_nobody_may_not_create[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == \"org.loopd.create\" && subject.user == \"nobody\")\n"
-        "                return polkit.Result.NO;\n"
-        "});\n";
+static const char rules_nobody_may_not_create[] = LOOPD_RULE_DENY("nobody", LOOPD_ACTION_CREATE);
 
 /* The test process must have no child left at all, not even a zombie. */
 static void assert_no_children(void) {

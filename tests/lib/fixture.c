@@ -844,11 +844,8 @@ static void write_rules(LoopdFixture *f, const char *rules) {
         f->priv->rules_generation++;
         probe_js = g_strdup_printf(
                 "// Written by the loopd test fixture: lets it see which rules are loaded.\n"
-                "polkit.addRule(function(action, subject) {\n"
-                "        if (action.id == \"" PROBE_ACTION "\")\n"
-                "                return action.lookup(\"" PROBE_DETAIL "\") == \"%u\" ?\n"
-                "                        polkit.Result.YES : polkit.Result.NO;\n"
-                "});\n",
+                LOOPD_RULE_IF(YES, "*", PROBE_ACTION, "action.lookup('" PROBE_DETAIL "') == '%u'")
+                LOOPD_RULE_DENY("*", PROBE_ACTION),
                 f->priv->rules_generation);
         write_file_or_fail(probe, probe_js, 0644);
 }

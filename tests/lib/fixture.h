@@ -122,6 +122,40 @@ LoopdFixture *loopd_fixture_new(const LoopdFixtureOptions *options);
 void loopd_fixture_free(LoopdFixture *f);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(LoopdFixture, loopd_fixture_free)
 
+/* ---- polkit rules --------------------------------------------------------
+ *
+ * The one way tests write polkit rules (LoopdFixtureOptions.polkit_rules,
+ * loopd_fixture_start_polkit(), loopd_fixture_set_polkit_rules()). Each
+ * macro is one polkit.addRule(), a string literal, so rules initialize
+ * static options and several side by side concatenate. polkitd asks the
+ * rules in order and the first that returns a result decides: put the
+ * narrow ones first. When none decides, the action's defaults in
+ * dbus/org.loopd.policy apply; with no logind no subject is local or
+ * active, so that is allow_any (auth_admin) for everyone.
+ *
+ * @result: YES, NO, AUTH_ADMIN, AUTH_ADMIN_KEEP, AUTH_SELF (polkit.Result.*).
+ * @user: a user name ("nobody", "daemon", "bin") or "*" for anyone.
+ * @action_id: LOOPD_ACTION_CREATE or LOOPD_ACTION_MANAGE_OTHERS.
+ * @condition: a JavaScript expression over `action` and `subject`, e.g.
+ *   "action.lookup('read_only') == 'true'" (the details loopd passes are
+ *   listed in dbus/org.loopd.policy).
+ *
+ *   static const LoopdFixtureOptions opts = {
+ *           .start_polkit = TRUE,
+ *           .polkit_rules = LOOPD_RULE_ALLOW("nobody", LOOPD_ACTION_CREATE)
+ *                           LOOPD_RULE_DENY("*", LOOPD_ACTION_MANAGE_OTHERS),
+ *   };
+ */
+#define LOOPD_RULE_IF(result, user, action_id, condition)                                           \
+        "polkit.addRule(function(action, subject) {\n"                                              \
+        "        if (action.id == '" action_id "' && ('" user "' == '*' || subject.user == '" user "') &&\n" \
+        "            (" condition "))\n"                                                              \
+        "                return polkit.Result." #result ";\n"                                        \
+        "});\n"
+#define LOOPD_RULE_ALLOW(user, action_id) LOOPD_RULE_IF(YES, user, action_id, "true")
+#define LOOPD_RULE_DENY(user, action_id) LOOPD_RULE_IF(NO, user, action_id, "true")
+#define LOOPD_RULE_AUTH_ADMIN(user, action_id) LOOPD_RULE_IF(AUTH_ADMIN, user, action_id, "true")
+
 /* ---- polkitd ---------------------------------------------------------- */
 
 /* Starts the real polkitd with @rules (JavaScript, may be NULL) and returns

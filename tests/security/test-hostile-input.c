@@ -34,11 +34,7 @@
 static LoopdFixture *F;
 static const uid_t callers[] = { 0, NOBODY };
 
-static const char rules_nobody_may_create[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == 'org.loopd.create' && subject.user == 'nobody')\n"
-        "                return polkit.Result.YES;\n"
-        "});\n";
+static const char rules_nobody_may_create[] = LOOPD_RULE_ALLOW("nobody", LOOPD_ACTION_CREATE);
 
 static gboolean skip_if_no_fixture(void) {
         if (!F || F->skipped) {

@@ -107,65 +107,40 @@ static const LoopdFixtureOptions polkit_and_daemon_short_timeout = {
 
 /* ---- rules ------------------------------------------------------------- */
 
-/* nobody and daemon may create; nobody may manage others' devices never. */
+/* nobody and daemon may create; nobody may manage others' devices, ever. */
 static const char rules_users_may_create[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == 'org.loopd.create' && (subject.user == 'nobody' || subject.user == 'daemon'))\n"
-        "                return polkit.Result.YES;\n"
-        "        if (action.id == 'org.loopd.manage-others')\n"
-        "                return polkit.Result.NO;\n"
-        "});\n";
+        LOOPD_RULE_ALLOW("nobody", LOOPD_ACTION_CREATE)
+        LOOPD_RULE_ALLOW("daemon", LOOPD_ACTION_CREATE)
+        LOOPD_RULE_DENY("*", LOOPD_ACTION_MANAGE_OTHERS);
 
-static const char rules_nobody_may_not_create[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == 'org.loopd.create' && subject.user == 'nobody')\n"
-        "                return polkit.Result.NO;\n"
-        "});\n";
+static const char rules_nobody_may_not_create[] = LOOPD_RULE_DENY("nobody", LOOPD_ACTION_CREATE);
 
-static const char rules_nobody_must_authenticate[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == 'org.loopd.create' && subject.user == 'nobody')\n"
-        "                return polkit.Result.AUTH_ADMIN;\n"
-        "});\n";
+static const char rules_nobody_must_authenticate[] = LOOPD_RULE_AUTH_ADMIN("nobody", LOOPD_ACTION_CREATE);
 
 /* nobody may create; bin is the admin for others' devices; everything
  * else falls through to the policy's defaults (auth_admin_keep). */
 static const char rules_bin_is_admin[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == 'org.loopd.create' && subject.user == 'nobody')\n"
-        "                return polkit.Result.YES;\n"
-        "        if (action.id == 'org.loopd.manage-others' && subject.user == 'bin')\n"
-        "                return polkit.Result.YES;\n"
-        "});\n";
+        LOOPD_RULE_ALLOW("nobody", LOOPD_ACTION_CREATE)
+        LOOPD_RULE_ALLOW("bin", LOOPD_ACTION_MANAGE_OTHERS);
 
 /* Read-only devices of the caller's own files only. */
 static const char rules_read_only_own_files[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == 'org.loopd.create' && subject.user == 'nobody') {\n"
-        "                if (action.lookup('read_only') == 'true' && action.lookup('backing_owner') == '65534')\n"
-        "                        return polkit.Result.YES;\n"
-        "                return polkit.Result.NO;\n"
-        "        }\n"
-        "});\n";
+        LOOPD_RULE_IF(YES, "nobody", LOOPD_ACTION_CREATE,
+                      "action.lookup('read_only') == 'true' && action.lookup('backing_owner') == '65534'")
+        LOOPD_RULE_DENY("nobody", LOOPD_ACTION_CREATE);
 
 /* bin may remove nobody's devices, and resize devices nobody created
  * through loopd; nothing else. */
 static const char rules_manage_by_details[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == 'org.loopd.create' && subject.user == 'nobody')\n"
-        "                return polkit.Result.YES;\n"
-        "        if (action.id == 'org.loopd.manage-others' && subject.user == 'bin') {\n"
-        "                if (action.lookup('device').indexOf('/dev/loop') != 0)\n"
-        "                        return polkit.Result.NO;\n"
-        "                if (action.lookup('backing_file').indexOf('/') != 0)\n"
-        "                        return polkit.Result.NO;\n"
-        "                if (action.lookup('operation') == 'remove' && action.lookup('device_owner') == '65534')\n"
-        "                        return polkit.Result.YES;\n"
-        "                if (action.lookup('operation') == 'refresh-size' && action.lookup('device_owner') == 'none')\n"
-        "                        return polkit.Result.YES;\n"
-        "                return polkit.Result.NO;\n"
-        "        }\n"
-        "});\n";
+        LOOPD_RULE_ALLOW("nobody", LOOPD_ACTION_CREATE)
+        LOOPD_RULE_IF(NO, "bin", LOOPD_ACTION_MANAGE_OTHERS,
+                      "action.lookup('device').indexOf('/dev/loop') != 0 || "
+                      "action.lookup('backing_file').indexOf('/') != 0")
+        LOOPD_RULE_IF(YES, "bin", LOOPD_ACTION_MANAGE_OTHERS,
+                      "action.lookup('operation') == 'remove' && action.lookup('device_owner') == '65534'")
+        LOOPD_RULE_IF(YES, "bin", LOOPD_ACTION_MANAGE_OTHERS,
+                      "action.lookup('operation') == 'refresh-size' && action.lookup('device_owner') == 'none'")
+        LOOPD_RULE_DENY("bin", LOOPD_ACTION_MANAGE_OTHERS);
 
 /* ---- the decision table ------------------------------------------------- */
 
@@ -598,15 +573,10 @@ static void test_rules_see_the_real_backing_file(LoopdFixture *f, gconstpointer 
         g_assert_no_errno(symlink(img_other, link));
 
         /* Like the example in the policy file: a rule by path prefix. */
-        rules = g_strdup_printf(
-                "polkit.addRule(function(action, subject) {\n"
-                "        if (action.id == 'org.loopd.create' && subject.user == 'nobody') {\n"
-                "                if (action.lookup('backing_file').indexOf('%s/') == 0)\n"
-                "                        return polkit.Result.YES;\n"
-                "                return polkit.Result.NO;\n"
-                "        }\n"
-                "});\n",
-                allowed_dir);
+        rules = g_strdup_printf(LOOPD_RULE_IF(YES, "nobody", LOOPD_ACTION_CREATE,
+                                              "action.lookup('backing_file').indexOf('%s/') == 0")
+                                LOOPD_RULE_DENY("nobody", LOOPD_ACTION_CREATE),
+                                allowed_dir);
         loopd_fixture_set_polkit_rules(f, rules);
 
         CALL(f, NOBODY, &r, "create", img_ok);

@@ -40,11 +40,7 @@
 #define UID_INVALID_U32 4294967295u
 #define KILL_ROUNDS 20
 
-static const char rules_nobody_may_create[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == \"org.loopd.create\" && subject.user == \"nobody\")\n"
-        "                return polkit.Result.YES;\n"
-        "});\n";
+static const char rules_nobody_may_create[] = LOOPD_RULE_ALLOW("nobody", LOOPD_ACTION_CREATE);
 
 static const char *stress_client(void) {
         const char *p = g_getenv("LOOPD_STRESS_CLIENT");

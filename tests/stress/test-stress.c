@@ -27,11 +27,7 @@
 #define WARMUP_CYCLES 10
 #define RSS_SLACK_KIB 512
 
-static const char rules_nobody_may_create[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == \"org.loopd.create\" && subject.user == \"nobody\")\n"
-        "                return polkit.Result.YES;\n"
-        "});\n";
+static const char rules_nobody_may_create[] = LOOPD_RULE_ALLOW("nobody", LOOPD_ACTION_CREATE);
 
 static const char *stress_client(void) {
         const char *p = g_getenv("LOOPD_STRESS_CLIENT");
