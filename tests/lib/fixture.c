@@ -6,14 +6,16 @@
  *   - the normal path, GLib-based, which asserts: loopd must exit 0 on
  *     SIGTERM, the bus must accept the production policy, polkitd must load
  *     the test's rules;
- *   - the crash path (signal handlers, atexit), which uses only
- *     async-signal-safe calls on a static registry of pids and temp dirs:
- *     kill, waitpid, open/read/getdents64/ioctl/unlinkat. g_assert() aborts
- *     without running teardown, and meson's timeout sends SIGTERM; either
- *     way no dbus-daemon, polkitd, loopd or loop device may outlive the test.
+ *   - the crash path: everything it starts or makes is registered with the
+ *     emergency cleanup (emergency.c: signal handlers, atexit, the janitor
+ *     process) and forgotten once undone. g_assert() aborts without running
+ *     teardown, meson's timeout sends SIGTERM and then SIGKILL; either way no
+ *     dbus-daemon, polkitd, loopd, FUSE mount or loop device may outlive the
+ *     test.
  */
 
 #include "fixture.h"
+#include "emergency.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -56,7 +58,7 @@
         } G_STMT_END
 
 struct LoopdFixturePrivate {
-        int crash_slot;
+        int crash_loops_id, crash_tmpdir_id; /* emergency registrations of f->tmpdir */
 
         pid_t bus_pid;
 
@@ -76,8 +78,6 @@ struct LoopdFixturePrivate {
         char *daemon_status;
 
         GPtrArray *callers; /* LoopdCaller *, not owned */
-        pid_t janitor_pid;
-        int janitor_fd;
         int lifeline_fd;      /* write end of <tmpdir>/lifeline.fifo, see lifeline.c */
         char *lifeline_fifo;
         char *activated_dir;  /* <tmpdir>/activated: PID.status of activated services */
@@ -220,351 +220,20 @@ static const char *env_or(const char *name, const char *fallback) {
 /* ---- the crash path ----------------------------------------------------- */
 
 /*
- * A static registry of what each live fixture owns. The signal handler
- * reads it; the normal path writes it only while the handler cannot run on
- * this thread at the same time (signals are delivered between statements,
- * and every field is written before the pid it guards is published).
+ * Everything a fixture starts or makes is registered with the emergency
+ * cleanup (emergency.h) the moment it exists and forgotten when the normal
+ * path has undone it: a failed g_assert (abort), meson's SIGTERM, the
+ * watchdog's SIGALRM, a SIGKILL or an _exit() then still leaves nothing.
  */
-#define CRASH_SLOTS 4
-#define CRASH_PIDS 64
-
-typedef struct CrashSlot {
-        volatile sig_atomic_t used;
-        char tmpdir[256];
-        volatile pid_t pids[CRASH_PIDS];
-        volatile sig_atomic_t is_child[CRASH_PIDS];
-} CrashSlot;
-
-static CrashSlot crash_slots[CRASH_SLOTS];
-static volatile sig_atomic_t crash_cleaning;
-static char watchdog_test_path[512];
-static struct sigaction old_actions[NSIG];
-
 static void crash_track(LoopdFixture *f, pid_t pid, gboolean is_child) {
-        CrashSlot *s = &crash_slots[f->priv->crash_slot];
-
-        for (size_t i = 0; i < CRASH_PIDS; i++)
-                if (s->pids[i] == 0) {
-                        s->is_child[i] = is_child;
-                        s->pids[i] = pid;
-                        return;
-                }
-        fixture_fail("more than %d live children in one fixture", CRASH_PIDS);
+        int r = emergency_add_pid(pid, is_child ? EMERGENCY_PID_CHILD : 0);
+        if (r < 0 && !(r == -ESRCH && !is_child)) /* a non-child already gone: nothing to kill */
+                fixture_fail("registering pid %d for the emergency cleanup: %s", (int) pid, g_strerror(-r));
 }
 
 static void crash_untrack(LoopdFixture *f, pid_t pid) {
-        CrashSlot *s = &crash_slots[f->priv->crash_slot];
-
-        if (pid <= 0)
-                return;
-        for (size_t i = 0; i < CRASH_PIDS; i++)
-                if (s->pids[i] == pid)
-                        s->pids[i] = 0;
-}
-
-static void say(const char *s) {
-        ssize_t n = write(STDERR_FILENO, s, strlen(s));
-        (void) n;
-}
-
-struct dirent64_raw {
-        uint64_t d_ino;
-        int64_t d_off;
-        unsigned short d_reclen;
-        unsigned char d_type;
-        char d_name[];
-};
-
-static bool is_dot(const char *n) {
-        return n[0] == '.' && (n[1] == 0 || (n[1] == '.' && n[2] == 0));
-}
-
-/* Empties the directory @dfd, never following symlinks; async-signal-safe. */
-static void rm_rf_children(int dfd, int depth) {
-        char buf[2048] __attribute__((aligned(8)));
-
-        if (depth > 32)
-                return;
-        /* Unlinking while reading a directory may make getdents skip
-         * entries; go round until a pass removes nothing. */
-        for (int pass = 0; pass < 64; pass++) {
-                bool removed = false;
-
-                if (lseek(dfd, 0, SEEK_SET) < 0)
-                        return;
-                for (;;) {
-                        long n = syscall(SYS_getdents64, dfd, buf, sizeof buf);
-                        if (n <= 0)
-                                break;
-                        for (long off = 0; off < n;) {
-                                struct dirent64_raw *d = (struct dirent64_raw *) (buf + off);
-                                off += d->d_reclen;
-                                if (is_dot(d->d_name))
-                                        continue;
-                                if (unlinkat(dfd, d->d_name, 0) == 0) {
-                                        removed = true;
-                                        continue;
-                                }
-                                int sub = openat(dfd, d->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                                if (sub < 0)
-                                        continue;
-                                rm_rf_children(sub, depth + 1);
-                                close(sub);
-                                if (unlinkat(dfd, d->d_name, AT_REMOVEDIR) == 0)
-                                        removed = true;
-                        }
-                }
-                if (!removed)
-                        return;
-        }
-}
-
-static int rm_rf(const char *path) {
-        int dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (dfd < 0)
-                return errno == ENOENT ? 0 : -errno;
-        rm_rf_children(dfd, 0);
-        close(dfd);
-        return rmdir(path) < 0 && errno != ENOENT ? -errno : 0;
-}
-
-/* LOOP_CLR_FD on every loop device whose backing file is under @dir.
- * Async-signal-safe; returns how many. */
-static unsigned detach_loops_under(const char *dir) {
-        char buf[4096] __attribute__((aligned(8)));
-        size_t dlen = strlen(dir);
-        unsigned count = 0;
-        int sysblock;
-
-        if (dlen == 0 || dlen > 200)
-                return 0;
-        sysblock = open("/sys/block", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (sysblock < 0)
-                return 0;
-
-        for (;;) {
-                long n = syscall(SYS_getdents64, sysblock, buf, sizeof buf);
-                if (n <= 0)
-                        break;
-                for (long off = 0; off < n;) {
-                        struct dirent64_raw *d = (struct dirent64_raw *) (buf + off);
-                        char path[300], backing[4096];
-                        size_t nlen = strlen(d->d_name);
-                        ssize_t got;
-                        int fd;
-
-                        off += d->d_reclen;
-                        if (strncmp(d->d_name, "loop", 4) != 0 || nlen > 64)
-                                continue;
-
-                        memcpy(path, d->d_name, nlen);
-                        memcpy(path + nlen, "/loop/backing_file", sizeof "/loop/backing_file");
-                        fd = openat(sysblock, path, O_RDONLY | O_CLOEXEC);
-                        if (fd < 0)
-                                continue; /* not attached */
-                        got = read(fd, backing, sizeof backing - 1);
-                        close(fd);
-                        if (got <= 0 || (size_t) got <= dlen || memcmp(backing, dir, dlen) != 0 ||
-                            backing[dlen] != '/')
-                                continue;
-
-                        memcpy(path, "/dev/", 5);
-                        memcpy(path + 5, d->d_name, nlen + 1);
-                        fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-                        if (fd < 0)
-                                continue;
-                        /* Held open elsewhere, the kernel defers the detach
-                         * to the last close (autoclear) and still says 0. */
-                        if (ioctl(fd, LOOP_CLR_FD, 0) == 0)
-                                count++;
-                        close(fd);
-                }
-        }
-        close(sysblock);
-        return count;
-}
-
-/* Kills everything of every live fixture, detaches their loop devices and
- * removes their temp dirs. Async-signal-safe, idempotent. */
-static void crash_cleanup(void) {
-        if (crash_cleaning)
-                return;
-        crash_cleaning = 1;
-
-        for (size_t s = 0; s < CRASH_SLOTS; s++) {
-                CrashSlot *slot = &crash_slots[s];
-                if (!slot->used)
-                        continue;
-                /* Kill order does not matter here: nothing's exit status is
-                 * read any more. */
-                for (size_t i = 0; i < CRASH_PIDS; i++)
-                        if (slot->pids[i] > 0)
-                                (void) kill(slot->pids[i], SIGKILL);
-                for (size_t i = 0; i < CRASH_PIDS; i++)
-                        if (slot->pids[i] > 0) {
-                                /* Bounded: a child stuck in the kernel (D
-                                 * state) must not hang the crash path. */
-                                for (int tries = 0; slot->is_child[i] && tries < 500; tries++) {
-                                        int st;
-                                        pid_t r = waitpid(slot->pids[i], &st, WNOHANG);
-                                        if (r != 0 && !(r < 0 && errno == EINTR))
-                                                break;
-                                        struct timespec ts = { .tv_nsec = 10 * 1000 * 1000 };
-                                        (void) nanosleep(&ts, NULL);
-                                }
-                                slot->pids[i] = 0;
-                        }
-        }
-        for (size_t s = 0; s < CRASH_SLOTS; s++) {
-                CrashSlot *slot = &crash_slots[s];
-                if (!slot->used)
-                        continue;
-                (void) detach_loops_under(slot->tmpdir);
-                (void) rm_rf(slot->tmpdir);
-                say("loopd-fixture: crash cleanup: children killed, loop devices detached, removed ");
-                say(slot->tmpdir);
-                say("\n");
-                slot->used = 0;
-        }
-        crash_cleaning = 0;
-}
-
-static void crash_handler(int sig, siginfo_t *si, void *ctx) {
-        int saved_errno = errno;
-
-        if (sig == SIGALRM) {
-                say("loopd-fixture: watchdog: test ");
-                say(watchdog_test_path);
-                say(" did not finish in time (LOOPD_TEST_WATCHDOG_SEC); killing it\n");
-        }
-        crash_cleanup();
-
-        /* Hand the signal to whoever had it before (a sanitizer's handler,
-         * or the default action). A fault raised by the CPU re-faults on
-         * return and reaches the old handler with its real context. */
-        (void) sigaction(sig, &old_actions[sig], NULL);
-        errno = saved_errno;
-        if ((sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE) && si && si->si_code > 0)
-                return;
-        raise(sig);
-}
-
-static void crash_atexit(void) {
-        crash_cleanup();
-}
-
-static void install_crash_handlers_once(void) {
-        static gsize done = 0;
-        static const int sigs[] = { SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTERM, SIGINT, SIGHUP, SIGALRM };
-
-        if (!g_once_init_enter(&done))
-                return;
-
-        /* A stack overflow must still reach the cleanup. A sanitizer may
-         * have set up an alternate stack already; keep it then. */
-        static char altstack[256 * 1024] __attribute__((aligned(16)));
-        stack_t ss = { .ss_sp = altstack, .ss_size = sizeof altstack }, current;
-        if (sigaltstack(NULL, &current) == 0 && (current.ss_flags & SS_DISABLE))
-                (void) sigaltstack(&ss, NULL);
-
-        for (size_t i = 0; i < G_N_ELEMENTS(sigs); i++) {
-                struct sigaction sa = {
-                        .sa_sigaction = crash_handler,
-                        .sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER,
-                };
-                sigemptyset(&sa.sa_mask);
-                (void) sigaction(sigs[i], &sa, &old_actions[sigs[i]]);
-        }
-        atexit(crash_atexit);
-        g_once_init_leave(&done, 1);
-}
-
-static int crash_register(const char *tmpdir) {
-        for (int s = 0; s < CRASH_SLOTS; s++)
-                if (!crash_slots[s].used) {
-                        memset((void *) &crash_slots[s], 0, sizeof crash_slots[s]);
-                        g_strlcpy(crash_slots[s].tmpdir, tmpdir, sizeof crash_slots[s].tmpdir);
-                        crash_slots[s].used = 1;
-                        return s;
-                }
-        fixture_fail("more than %d fixtures alive at once", CRASH_SLOTS);
-        return -1;
-}
-
-/*
- * The janitor: a fork of the test process, made right after the temp dir,
- * that waits for the test process to go away and then detaches the loop
- * devices and removes the temp dir. It covers what no handler in the test
- * process can: SIGKILL (meson's second try at a timeout) and _exit(), which
- * is what g_assert() does inside g_test_trap_subprocess() children. The
- * children themselves die by PR_SET_PDEATHSIG then; loop devices and files
- * would not. It is the one child without PR_SET_PDEATHSIG, in a session of
- * its own so meson's kill of the process group does not reach it, and uses
- * only async-signal-safe calls (it is a fork of a threaded process).
- * Teardown writes 'q' to dismiss it.
- */
-static pid_t start_janitor(const char *tmpdir, int *ret_fd) {
-        int p[2];
-        pid_t pid;
-
-        if (pipe2(p, O_CLOEXEC) < 0)
-                fixture_fail("pipe: %s", g_strerror(errno));
-        pid = fork();
-        if (pid < 0)
-                fixture_fail("fork: %s", g_strerror(errno));
-        if (pid == 0) {
-                static const int ignored[] = { SIGTERM, SIGINT, SIGHUP, SIGALRM, SIGPIPE };
-                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-                char c;
-                ssize_t n;
-
-                (void) setsid();
-                for (size_t i = 0; i < G_N_ELEMENTS(ignored); i++)
-                        signal(ignored[i], SIG_IGN);
-                signal(SIGABRT, SIG_DFL);
-                signal(SIGSEGV, SIG_DFL);
-                /* Hold nothing of the test's: no bus socket, no pipe of
-                 * meson's, no other fixture's fds. */
-                if (null >= 0) {
-                        dup2(null, 0);
-                        dup2(null, 1);
-                        dup2(null, 2);
-                }
-                if (dup2(p[0], 3) < 0)
-                        _exit(1);
-                (void) syscall(SYS_close_range, 4U, ~0U, 0U);
-
-                do
-                        n = read(3, &c, 1);
-                while (n < 0 && errno == EINTR);
-                if (n == 1 && c == 'q')
-                        _exit(0);
-
-                /* The test is gone. loopd got SIGKILL from PR_SET_PDEATHSIG
-                 * at the same moment; scan a few times in case it was just
-                 * attaching something. */
-                for (int i = 0; i < 5; i++) {
-                        struct timespec ts = { .tv_nsec = 100 * 1000 * 1000 };
-                        (void) detach_loops_under(tmpdir);
-                        (void) nanosleep(&ts, NULL);
-                }
-                (void) rm_rf(tmpdir);
-                _exit(0);
-        }
-        close(p[0]);
-        *ret_fd = p[1];
-        return pid;
-}
-
-static void dismiss_janitor(pid_t pid, int fd) {
-        int st;
-
-        if (pid <= 0)
-                return;
-        if (write(fd, "q", 1) != 1)
-                (void) kill(pid, SIGKILL);
-        close(fd);
-        (void) waitpid(pid, &st, 0);
+        if (pid > 0)
+                emergency_forget_pid(pid);
 }
 
 /* ---- spawning ------------------------------------------------------------ */
@@ -1719,7 +1388,7 @@ guint loopd_fixture_count_loops(LoopdFixture *f) {
 }
 
 guint loopd_fixture_detach_loops(LoopdFixture *f) {
-        return detach_loops_under(f->tmpdir);
+        return emergency_detach_loops_under(f->tmpdir);
 }
 
 /* ---- setup and teardown -------------------------------------------------- */
@@ -1779,9 +1448,8 @@ void loopd_fixture_setup(LoopdFixture *f, gconstpointer data) {
 
         memset(f, 0, sizeof *f);
         f->priv = g_new0(LoopdFixturePrivate, 1);
-        f->priv->crash_slot = -1;
+        f->priv->crash_loops_id = f->priv->crash_tmpdir_id = -1;
         f->priv->notify_fd = -1;
-        f->priv->janitor_fd = -1;
         f->priv->lifeline_fd = -1;
         f->priv->callers = g_ptr_array_new();
 
@@ -1789,11 +1457,20 @@ void loopd_fixture_setup(LoopdFixture *f, gconstpointer data) {
                 f->skipped = TRUE;
                 return;
         }
-        install_crash_handlers_once();
+        {
+                int r = emergency_init(EMERGENCY_INIT_JANITOR);
+                if (r < 0)
+                        fixture_fail("emergency cleanup: %s", g_strerror(-r));
+        }
 
         make_tmpdir(f);
-        f->priv->crash_slot = crash_register(f->tmpdir);
-        f->priv->janitor_pid = start_janitor(f->tmpdir, &f->priv->janitor_fd);
+        /* The temp dir goes after the loop devices it backs (the cleanup's
+         * order), and before anything is made in it. */
+        f->priv->crash_tmpdir_id = emergency_add_path(f->tmpdir);
+        f->priv->crash_loops_id = emergency_add_loops_under(f->tmpdir);
+        if (f->priv->crash_tmpdir_id < 0 || f->priv->crash_loops_id < 0)
+                fixture_fail("registering %s for the emergency cleanup: %s", f->tmpdir,
+                             g_strerror(-MIN(f->priv->crash_tmpdir_id, f->priv->crash_loops_id)));
         f->image_dir = g_build_filename(f->tmpdir, "images", NULL);
         f->state_dir = g_build_filename(f->tmpdir, "state", NULL);
         f->service_dir = g_build_filename(f->tmpdir, "services", NULL);
@@ -1804,8 +1481,12 @@ void loopd_fixture_setup(LoopdFixture *f, gconstpointer data) {
         make_dir(f->priv->activated_dir, 0755);
 
         watchdog = o && o->watchdog_sec ? o->watchdog_sec : wd_env ? (guint) atoi(wd_env) : 300;
-        g_strlcpy(watchdog_test_path, g_test_get_path() ? g_test_get_path() : "(no test)",
-                  sizeof watchdog_test_path);
+        {
+                g_autofree char *msg = g_strdup_printf("loopd-fixture: watchdog: test %s did not finish in time "
+                                                       "(LOOPD_TEST_WATCHDOG_SEC); killing it",
+                                                       g_test_get_path() ? g_test_get_path() : "(no test)");
+                emergency_set_alarm_message(msg);
+        }
         alarm((guint) (watchdog * loopd_test_timeout_scale()));
 
         start_bus(f);
@@ -1859,12 +1540,11 @@ void loopd_fixture_teardown(LoopdFixture *f, gconstpointer data) {
                                        f->tmpdir);
                 if (f->priv->notify_fd >= 0)
                         close(f->priv->notify_fd);
-                if (rm_rf(f->tmpdir) < 0 || g_file_test(f->tmpdir, G_FILE_TEST_EXISTS))
+                if (emergency_rm_rf(f->tmpdir) < 0 || g_file_test(f->tmpdir, G_FILE_TEST_EXISTS))
                         fixture_fail("could not remove %s", f->tmpdir);
         }
-        if (f->priv->crash_slot >= 0)
-                crash_slots[f->priv->crash_slot].used = 0;
-        dismiss_janitor(f->priv->janitor_pid, f->priv->janitor_fd);
+        emergency_forget(f->priv->crash_loops_id);
+        emergency_forget(f->priv->crash_tmpdir_id);
 
         g_ptr_array_unref(f->priv->callers);
         g_strfreev(f->priv->daemon_args);

@@ -22,14 +22,13 @@
  *
  * Nothing survives the test: every child has PR_SET_PDEATHSIG(SIGKILL)
  * (through `setpriv --pdeathsig` where a uid changes, since the kernel
- * clears it then; polkitd dies with its PID namespace), and a crash path
- * (SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTERM, SIGINT, SIGHUP, the
- * watchdog's SIGALRM, atexit) kills children, detaches every loop device
- * whose backing file lies under f->tmpdir and removes the temp dir.
- * g_assert aborts before teardown runs; the crash path covers that. What no
- * handler sees — SIGKILL, or the _exit(1) that g_assert does inside a
- * g_test_trap_subprocess() child — a janitor process covers: forked at
- * setup, it waits for the test process to vanish, then detaches and removes.
+ * clears it then; polkitd dies with its PID namespace), and everything the
+ * fixture starts or makes (processes, FUSE mounts, loop devices backed by
+ * files under f->tmpdir, the temp dir) is registered with the emergency
+ * cleanup of emergency.h: a crash, meson's SIGTERM, the watchdog's SIGALRM,
+ * exit, and through its janitor process even SIGKILL and the _exit() that
+ * g_assert does inside a g_test_trap_subprocess() child, all end with
+ * nothing left. g_assert aborts before teardown runs; that is covered too.
  *
  * Kill order everywhere: callers, loopd, polkitd, the bus, so loopd's exit
  * status (and any sanitizer report, which makes it non-zero) is seen.
