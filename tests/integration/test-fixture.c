@@ -11,7 +11,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -478,6 +480,135 @@ static void test_daemon_starts_restarts_and_stops_cleanly(LoopdFixture *f, gcons
         g_assert_true(loopd_fixture_restart_daemon(f)); /* teardown stops it again */
 }
 
+/* NOTIFY_SOCKET is read all the time: a sender on a blocking socket, as
+ * sd_notify() is, never waits, however many datagrams it sends without the
+ * test asking for any (the kernel queues 10 unread ones, then blocks). */
+static void test_daemon_notify_socket_is_always_drained(LoopdFixture *f, gconstpointer data) {
+        g_autofree char *path = g_build_filename(f->tmpdir, "notify.socket", NULL);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct timeval timeout = { .tv_sec = 5 };
+        int fd;
+
+        LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
+        g_assert_cmpuint(strlen(path), <, sizeof sa.sun_path);
+        strcpy(sa.sun_path, path);
+        fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_no_errno(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout));
+        g_assert_no_errno(connect(fd, (struct sockaddr *) &sa, sizeof sa));
+        for (int i = 0; i < 200; i++) {
+                g_autofree char *msg = g_strdup_printf("STATUS=fixture self-test %d", i);
+                /* Blocks (and fails after 5 s) once the queue is full. */
+                g_assert_cmpint(send(fd, msg, strlen(msg), MSG_NOSIGNAL), ==, (gssize) strlen(msg));
+        }
+        close(fd);
+        g_assert_true(loopd_fixture_wait_daemon_status(f, "fixture self-test 199", 5));
+        g_assert_cmpstr(loopd_fixture_daemon_status_text(f), ==, "fixture self-test 199");
+        g_assert_true(loopd_fixture_wait_daemon_status(f, "fixture self-test 1?9", 0));
+        g_assert_false(loopd_fixture_wait_daemon_status(f, "fixture self-test 198", 0.2));
+}
+
+/* How many Device objects loopd exports: every attached loop device on the
+ * machine, other tests' too. */
+static guint count_device_objects(LoopdFixture *f) {
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GVariant) r = g_dbus_connection_call_sync(f->bus, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH,
+                                                            "org.freedesktop.DBus.ObjectManager", "GetManagedObjects",
+                                                            NULL, G_VARIANT_TYPE("(a{oa{sa{sv}}})"),
+                                                            G_DBUS_CALL_FLAGS_NONE, 10000, NULL, &error);
+        g_autoptr(GVariant) objects = NULL;
+        GVariantIter iter;
+        GVariant *ifaces;
+        guint n = 0;
+
+        g_assert_no_error(error);
+        objects = g_variant_get_child_value(r, 0);
+        g_variant_iter_init(&iter, objects);
+        while (g_variant_iter_next(&iter, "{&o@a{sa{sv}}}", NULL, &ifaces)) {
+                g_autoptr(GVariant) dev = g_variant_lookup_value(ifaces, LOOPD_DEVICE_INTERFACE, NULL);
+                n += dev != NULL;
+                g_variant_unref(ifaces);
+        }
+        return n;
+}
+
+/* Waits until STATUS= says what loopd exports, with @bound of them bound
+ * to callers. The machine is shared: other tests attach and detach
+ * devices meanwhile, which loopd follows too, so the count is asked again
+ * until a quiet moment shows both agree. Fails the test (and says what it
+ * saw) when they never do, and lets teardown clean up. */
+static gboolean status_follows(LoopdFixture *f, guint bound) {
+        gint64 deadline = g_get_monotonic_time() + (gint64) (20 * loopd_test_timeout_scale() * G_USEC_PER_SEC);
+        g_autofree char *want = NULL, *last = NULL;
+
+        do {
+                g_free(want);
+                g_free(last);
+                want = g_strdup_printf("Serving %u loop devices, %u bound to callers.", count_device_objects(f),
+                                       bound);
+                last = g_strdup(loopd_fixture_daemon_status_text(f));
+                if (g_strcmp0(want, last) == 0)
+                        return TRUE;
+                g_usleep(50 * 1000);
+        } while (g_get_monotonic_time() < deadline);
+        g_test_message("loopd's STATUS= is \"%s\", not \"%s\"", last ? last : "(none)", want);
+        g_test_fail();
+        return FALSE;
+}
+
+/*
+ * loopd's STATUS= follows the devices: "Serving N loop devices, M bound to
+ * callers." after every change. More changes than the notify queue holds,
+ * and no one asks for STATUS= in between: loopd must still answer (the
+ * fixture reads NOTIFY_SOCKET all the time).
+ */
+static void test_daemon_status_follows_devices(LoopdFixture *f, gconstpointer data) {
+        enum { N = 12 };
+        g_autoptr(GPtrArray) devs = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(LoopdCaller) holder = NULL;
+        g_autofree char *img = NULL, *line = NULL;
+        g_auto(LoopdRunResult) r = { 0 };
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GVariant) pong = NULL;
+
+        LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
+        img = loopd_fixture_make_image(f, "status.img", 1 << 20, 0, 0, 0644);
+        if (!status_follows(f, 0))
+                return;
+
+        for (int i = 0; i < N; i++) {
+                loopd_fixture_call_as(f, 0, 0, &r, "create", img, NULL);
+                g_assert_cmpint(r.status, ==, 0);
+                g_ptr_array_add(devs, g_strdup(r.fields[2]));
+        }
+        pong = g_dbus_connection_call_sync(f->bus, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, "org.freedesktop.DBus.Peer",
+                                           "Ping", NULL, NULL, G_DBUS_CALL_FLAGS_NONE, 5000, NULL, &error);
+        g_assert_no_error(error);
+        if (!status_follows(f, 0))
+                return;
+
+        /* A device bound to its caller, and the caller gone. */
+        holder = loopd_fixture_spawn_caller_as(f, 0, 0, "create", img, "--opt", "bind-to-caller=b:true", "--hold",
+                                               NULL);
+        line = loopd_caller_read_line(holder);
+        g_assert_nonnull(line);
+        g_assert_true(g_str_has_prefix(line, "ok "));
+        if (!status_follows(f, 1))
+                return;
+        loopd_caller_close_stdin(holder);
+        g_assert_cmpint(loopd_caller_wait(holder), ==, 0);
+        if (!status_follows(f, 0))
+                return;
+
+        for (guint i = 0; i < devs->len; i++) {
+                loopd_fixture_call_as(f, 0, 0, &r, "remove", (const char *) devs->pdata[i], NULL);
+                g_assert_cmpint(r.status, ==, 0);
+        }
+        if (!status_follows(f, 0))
+                return;
+        g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
+}
+
 static void test_daemon_activated_from_production_file(void) {
         g_autoptr(LoopdFixture) f = loopd_fixture_new(NULL);
         pid_t pid;
@@ -511,6 +642,10 @@ int main(int argc, char **argv) {
         g_test_add("/fixture/daemon/starts-restarts-and-stops-cleanly", LoopdFixture, &daemon_opts,
                    loopd_fixture_setup, test_daemon_starts_restarts_and_stops_cleanly, loopd_fixture_teardown);
         g_test_add_func("/fixture/daemon/activated-from-production-file", test_daemon_activated_from_production_file);
+        g_test_add("/fixture/daemon/notify-socket-is-always-drained", LoopdFixture, &daemon_opts, loopd_fixture_setup,
+                   test_daemon_notify_socket_is_always_drained, loopd_fixture_teardown);
+        g_test_add("/fixture/daemon/status-follows-devices", LoopdFixture, &daemon_opts, loopd_fixture_setup,
+                   test_daemon_status_follows_devices, loopd_fixture_teardown);
 
         return g_test_run();
 }

@@ -72,10 +72,19 @@ struct LoopdFixturePrivate {
 
         pid_t daemon_pid;
         char **daemon_args; /* the test's extra arguments of the last start */
+        /* NOTIFY_SOCKET: read by a thread of its own for the fixture's whole
+         * life (see notify_thread()); the fields below the lock are its. */
         int notify_fd;
         char *notify_path;
-        gboolean daemon_ready;
-        char *daemon_status;
+        int notify_wake[2];    /* pipe: the test asks the thread to drain, or to stop */
+        GThread *notify_thread;
+        GMutex notify_lock;
+        GCond notify_cond;
+        gboolean daemon_ready; /* READY=1 since the last start */
+        char *daemon_status;   /* the last STATUS= */
+        guint64 notify_sync_requested, notify_sync_done;
+        gboolean notify_stop;
+        char *status_snapshot; /* what loopd_fixture_daemon_status_text() returned last */
 
         GPtrArray *callers; /* LoopdCaller *, not owned */
         int lifeline_fd;      /* write end of <tmpdir>/lifeline.fifo, see lifeline.c */
@@ -791,6 +800,68 @@ static GPtrArray *daemon_argv(LoopdFixture *f, const char *binary, const char *c
         return argv;
 }
 
+/*
+ * loopd reports over NOTIFY_SOCKET with sd_notify(), which sends on a
+ * blocking datagram socket: once the receive queue is full
+ * (/proc/sys/net/unix/max_dgram_qlen, 10 by default) every further
+ * sd_notify() blocks loopd's only thread until someone reads. So the
+ * fixture reads all the time, from a thread, whatever the test does, and
+ * keeps what a test may ask for: READY=1 since the last start, the last
+ * STATUS=.
+ */
+static void notify_parse(LoopdFixture *f, const char *msg) {
+        g_auto(GStrv) lines = g_strsplit(msg, "\n", 0);
+
+        for (char **l = lines; *l; l++) {
+                if (strcmp(*l, "READY=1") == 0)
+                        f->priv->daemon_ready = TRUE;
+                else if (g_str_has_prefix(*l, "STATUS=")) {
+                        g_free(f->priv->daemon_status);
+                        f->priv->daemon_status = g_strdup(*l + strlen("STATUS="));
+                }
+        }
+}
+
+static gpointer notify_thread(gpointer data) {
+        LoopdFixture *f = data;
+        LoopdFixturePrivate *p = f->priv;
+
+        for (;;) {
+                struct pollfd pfd[2] = { { .fd = p->notify_fd, .events = POLLIN },
+                                         { .fd = p->notify_wake[0], .events = POLLIN } };
+                char buf[4096], c;
+                guint64 requested;
+                gboolean stop;
+
+                if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+                        break;
+                /* Everything queued now, before answering a drain request. */
+                for (;;) {
+                        ssize_t n = recv(p->notify_fd, buf, sizeof buf - 1, MSG_DONTWAIT);
+                        if (n < 0 && errno == EINTR)
+                                continue;
+                        if (n <= 0)
+                                break;
+                        buf[n] = 0;
+                        g_mutex_lock(&p->notify_lock);
+                        notify_parse(f, buf);
+                        g_cond_broadcast(&p->notify_cond);
+                        g_mutex_unlock(&p->notify_lock);
+                }
+                while (read(p->notify_wake[0], &c, 1) == 1)
+                        ;
+                g_mutex_lock(&p->notify_lock);
+                requested = p->notify_sync_requested;
+                stop = p->notify_stop;
+                p->notify_sync_done = requested;
+                g_cond_broadcast(&p->notify_cond);
+                g_mutex_unlock(&p->notify_lock);
+                if (stop)
+                        break;
+        }
+        return NULL;
+}
+
 static void open_notify_socket(LoopdFixture *f) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
 
@@ -803,24 +874,66 @@ static void open_notify_socket(LoopdFixture *f) {
         f->priv->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (f->priv->notify_fd < 0 || bind(f->priv->notify_fd, (struct sockaddr *) &sa, sizeof sa) < 0)
                 fixture_fail("notify socket %s: %s", f->priv->notify_path, g_strerror(errno));
+        if (pipe2(f->priv->notify_wake, O_CLOEXEC | O_NONBLOCK) < 0)
+                fixture_fail("pipe: %s", g_strerror(errno));
+        f->priv->notify_thread = g_thread_new("loopd-notify", notify_thread, f);
 }
 
-static void drain_notify(LoopdFixture *f) {
-        char buf[4096];
-        ssize_t n;
+static void wake_notify_thread(LoopdFixture *f) {
+        if (write(f->priv->notify_wake[1], "w", 1) < 0 && errno != EAGAIN)
+                fixture_fail("waking the notify reader: %s", g_strerror(errno));
+}
 
-        while (f->priv->notify_fd >= 0 && (n = recv(f->priv->notify_fd, buf, sizeof buf - 1, MSG_DONTWAIT)) > 0) {
-                buf[n] = 0;
-                g_auto(GStrv) lines = g_strsplit(buf, "\n", 0);
-                for (char **l = lines; *l; l++) {
-                        if (strcmp(*l, "READY=1") == 0)
-                                f->priv->daemon_ready = TRUE;
-                        else if (g_str_has_prefix(*l, "STATUS=")) {
-                                g_free(f->priv->daemon_status);
-                                f->priv->daemon_status = g_strdup(*l + 7);
-                        }
+/* Returns once the reader has taken in every datagram queued before the
+ * call: after loopd exited, its last words are then known. */
+static void notify_sync(LoopdFixture *f) {
+        gint64 deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+        guint64 ticket;
+
+        if (!f->priv->notify_thread)
+                return;
+        g_mutex_lock(&f->priv->notify_lock);
+        ticket = ++f->priv->notify_sync_requested;
+        g_mutex_unlock(&f->priv->notify_lock);
+        wake_notify_thread(f);
+        g_mutex_lock(&f->priv->notify_lock);
+        while (f->priv->notify_sync_done < ticket)
+                if (!g_cond_wait_until(&f->priv->notify_cond, &f->priv->notify_lock, deadline)) {
+                        g_mutex_unlock(&f->priv->notify_lock);
+                        fixture_fail("the NOTIFY_SOCKET reader did not answer within 10 s");
                 }
+        g_mutex_unlock(&f->priv->notify_lock);
+}
+
+static void close_notify_socket(LoopdFixture *f) {
+        if (f->priv->notify_thread) {
+                g_mutex_lock(&f->priv->notify_lock);
+                f->priv->notify_stop = TRUE;
+                g_mutex_unlock(&f->priv->notify_lock);
+                wake_notify_thread(f);
+                g_thread_join(g_steal_pointer(&f->priv->notify_thread));
         }
+        for (int i = 0; i < 2; i++)
+                if (f->priv->notify_wake[i] >= 0) {
+                        close(f->priv->notify_wake[i]);
+                        f->priv->notify_wake[i] = -1;
+                }
+        if (f->priv->notify_fd >= 0) {
+                close(f->priv->notify_fd);
+                f->priv->notify_fd = -1;
+        f->priv->notify_wake[0] = f->priv->notify_wake[1] = -1;
+        g_mutex_init(&f->priv->notify_lock);
+        g_cond_init(&f->priv->notify_cond);
+        }
+}
+
+static gboolean daemon_ready(LoopdFixture *f) {
+        gboolean ready;
+
+        g_mutex_lock(&f->priv->notify_lock);
+        ready = f->priv->daemon_ready;
+        g_mutex_unlock(&f->priv->notify_lock);
+        return ready;
 }
 
 gboolean loopd_fixture_start_daemon(LoopdFixture *f, const char *const *extra_args) {
@@ -846,9 +959,11 @@ gboolean loopd_fixture_start_daemon(LoopdFixture *f, const char *const *extra_ar
         f->priv->daemon_args = saved;
 
         open_notify_socket(f);
-        drain_notify(f);
+        notify_sync(f); /* a previous loopd's last words are not this one's */
+        g_mutex_lock(&f->priv->notify_lock);
         f->priv->daemon_ready = FALSE;
         g_clear_pointer(&f->priv->daemon_status, g_free);
+        g_mutex_unlock(&f->priv->notify_lock);
 
         argv = daemon_argv(f, binary, (const char *const *) f->priv->daemon_args);
         env = base_env(f);
@@ -864,8 +979,7 @@ gboolean loopd_fixture_start_daemon(LoopdFixture *f, const char *const *extra_ar
         for (;;) {
                 int st;
 
-                drain_notify(f);
-                if (f->priv->daemon_ready && loopd_fixture_name_owner_pid(f, LOOPD_BUS_NAME) == f->priv->daemon_pid)
+                if (daemon_ready(f) && loopd_fixture_name_owner_pid(f, LOOPD_BUS_NAME) == f->priv->daemon_pid)
                         return TRUE;
                 if (waitpid(f->priv->daemon_pid, &st, WNOHANG) == f->priv->daemon_pid) {
                         g_autofree char *why = describe_status(st);
@@ -877,7 +991,7 @@ gboolean loopd_fixture_start_daemon(LoopdFixture *f, const char *const *extra_ar
                         fixture_fail("loopd did not get ready within 30 s (owns %s: %s, READY=1 sent: %s)",
                                      LOOPD_BUS_NAME,
                                      loopd_fixture_name_owner_pid(f, LOOPD_BUS_NAME) == f->priv->daemon_pid ? "yes" : "no",
-                                     f->priv->daemon_ready ? "yes" : "no");
+                                     daemon_ready(f) ? "yes" : "no");
                 g_usleep(5000);
         }
 }
@@ -890,7 +1004,7 @@ int loopd_fixture_wait_daemon_exit(LoopdFixture *f, double timeout_sec) {
                 return -1;
         crash_untrack(f, f->priv->daemon_pid);
         f->priv->daemon_pid = 0;
-        drain_notify(f);
+        notify_sync(f); /* its last STATUS= */
         return st;
 }
 
@@ -940,8 +1054,34 @@ pid_t loopd_fixture_daemon_pid(LoopdFixture *f) {
 }
 
 const char *loopd_fixture_daemon_status_text(LoopdFixture *f) {
-        drain_notify(f);
-        return f->priv->daemon_status;
+        notify_sync(f);
+        g_free(f->priv->status_snapshot);
+        g_mutex_lock(&f->priv->notify_lock);
+        f->priv->status_snapshot = g_strdup(f->priv->daemon_status);
+        g_mutex_unlock(&f->priv->notify_lock);
+        return f->priv->status_snapshot;
+}
+
+gboolean loopd_fixture_wait_daemon_status(LoopdFixture *f, const char *pattern, double timeout_sec) {
+        gint64 deadline = deadline_after(timeout_sec);
+        g_autofree char *last = NULL;
+        gboolean matched = FALSE;
+
+        g_assert_nonnull(f->priv->notify_thread); /* loopd was started by the fixture */
+        g_mutex_lock(&f->priv->notify_lock);
+        for (;;) {
+                matched = f->priv->daemon_status && g_pattern_match_simple(pattern, f->priv->daemon_status);
+                if (matched || !g_cond_wait_until(&f->priv->notify_cond, &f->priv->notify_lock, deadline))
+                        break;
+        }
+        if (!matched)
+                matched = f->priv->daemon_status && g_pattern_match_simple(pattern, f->priv->daemon_status);
+        last = g_strdup(f->priv->daemon_status);
+        g_mutex_unlock(&f->priv->notify_lock);
+        if (!matched)
+                g_test_message("loopd's STATUS= did not become \"%s\" within %.1f s; the last was \"%s\"", pattern,
+                               timeout_sec * loopd_test_timeout_scale(), last ? last : "(none)");
+        return matched;
 }
 
 /* ---- activation ----------------------------------------------------------- */
@@ -1538,8 +1678,7 @@ void loopd_fixture_teardown(LoopdFixture *f, gconstpointer data) {
                 if (leaked > 0)
                         g_test_message("teardown detached %u loop device(s) backed by files under %s", leaked,
                                        f->tmpdir);
-                if (f->priv->notify_fd >= 0)
-                        close(f->priv->notify_fd);
+                close_notify_socket(f);
                 if (emergency_rm_rf(f->tmpdir) < 0 || g_file_test(f->tmpdir, G_FILE_TEST_EXISTS))
                         fixture_fail("could not remove %s", f->tmpdir);
         }
@@ -1549,6 +1688,9 @@ void loopd_fixture_teardown(LoopdFixture *f, gconstpointer data) {
         g_ptr_array_unref(f->priv->callers);
         g_strfreev(f->priv->daemon_args);
         g_free(f->priv->daemon_status);
+        g_free(f->priv->status_snapshot);
+        g_mutex_clear(&f->priv->notify_lock);
+        g_cond_clear(&f->priv->notify_cond);
         g_free(f->priv->notify_path);
         g_free(f->priv->actions_dir);
         g_free(f->priv->rules_dir);

@@ -200,8 +200,15 @@ void loopd_fixture_kill_daemon(LoopdFixture *f);
 gboolean loopd_fixture_restart_daemon(LoopdFixture *f);
 /* 0 when not running (or not started by the fixture). */
 pid_t loopd_fixture_daemon_pid(LoopdFixture *f);
-/* The last STATUS= loopd sent over NOTIFY_SOCKET, or NULL. */
+/* The last STATUS= loopd sent over NOTIFY_SOCKET, or NULL; valid until the
+ * next call or teardown. The fixture reads NOTIFY_SOCKET all the time, from
+ * a thread, for the fixture's whole life: loopd's sd_notify() blocks once
+ * nobody reads, whatever the test is doing. */
 const char *loopd_fixture_daemon_status_text(LoopdFixture *f);
+/* Waits (scaled) until loopd's last STATUS= matches @pattern (a GLib glob:
+ * '*' and '?'; without them, the exact text). TRUE when it does; on timeout
+ * FALSE, and the last STATUS= seen goes to the test log. */
+gboolean loopd_fixture_wait_daemon_status(LoopdFixture *f, const char *pattern, double timeout_sec);
 
 /* ---- activation ------------------------------------------------------- */
 
