@@ -460,9 +460,11 @@ static void cleanup_entries(unsigned kinds, Counts *c) {
         for (int i = 0; i < n_entries; i++)
                 if (wanted(&entries[i], kinds, EMERGENCY_FUSE)) {
                         bool aborted = emergency_abort_fuse_connection(entries[i].dev) == 0;
-                        /* MNT_FORCE aborts a FUSE connection too
-                         * (fuse_umount_begin), fusectl mounted or not. */
-                        if (entries[i].path[0] && umount2(entries[i].path, MNT_FORCE) == 0)
+                        /* MNT_FORCE aborts a FUSE connection too, fusectl
+                         * mounted or not: do_umount() calls umount_begin
+                         * (fuse_umount_begin(), which aborts) before it
+                         * looks whether the mount is busy. */
+                        if (entries[i].path[0] && (umount2(entries[i].path, MNT_FORCE) == 0 || errno == EBUSY))
                                 aborted = true;
                         c->fuse += aborted;
                         forget_entry(i);

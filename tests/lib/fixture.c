@@ -14,7 +14,7 @@
  *     test.
  */
 
-#include "fixture.h"
+#include "fixture-private.h"
 #include "emergency.h"
 
 #include <dirent.h>
@@ -51,49 +51,6 @@
 #define RULES_FILE "50-loopd-test.rules"
 #define PROBE_RULES_FILE "00-loopd-test-fixture-probe.rules"
 
-#define fixture_fail(...)                                                               \
-        G_STMT_START {                                                                  \
-                g_autofree char *msg_ = g_strdup_printf(__VA_ARGS__);                   \
-                g_assertion_message(G_LOG_DOMAIN, __FILE__, __LINE__, G_STRFUNC, msg_); \
-        } G_STMT_END
-
-struct LoopdFixturePrivate {
-        int crash_loops_id, crash_tmpdir_id; /* emergency registrations of f->tmpdir */
-
-        pid_t bus_pid;
-
-        pid_t polkit_pid;     /* unshare, our child; polkitd dies with its namespace */
-        pid_t polkitd_pid;    /* polkitd as the host sees it, not our child */
-        guint64 polkitd_start;
-        pid_t probe_pid;      /* sleeps as nobody: the subject of the rules probe */
-        guint64 probe_start;
-        guint rules_generation;
-        char *actions_dir, *rules_dir, *empty_dir;
-
-        pid_t daemon_pid;
-        char **daemon_args; /* the test's extra arguments of the last start */
-        /* NOTIFY_SOCKET: read by a thread of its own for the fixture's whole
-         * life (see notify_thread()); the fields below the lock are its. */
-        int notify_fd;
-        char *notify_path;
-        int notify_wake[2];    /* pipe: the test asks the thread to drain, or to stop */
-        GThread *notify_thread;
-        GMutex notify_lock;
-        GCond notify_cond;
-        gboolean daemon_ready; /* READY=1 since the last start */
-        char *daemon_status;   /* the last STATUS= */
-        guint64 notify_sync_requested, notify_sync_done;
-        gboolean notify_stop;
-        char *status_snapshot; /* what loopd_fixture_daemon_status_text() returned last */
-
-        GPtrArray *callers; /* LoopdCaller *, not owned */
-        int lifeline_fd;      /* write end of <tmpdir>/lifeline.fifo, see lifeline.c */
-        char *lifeline_fifo;
-        char *activated_dir;  /* <tmpdir>/activated: PID.status of activated services */
-        gboolean activated_loopd;
-        gboolean set_env;
-};
-
 struct LoopdCaller {
         LoopdFixture *f;
         pid_t pid;
@@ -112,11 +69,11 @@ double loopd_test_timeout_scale(void) {
         return v >= 1.0 ? v : 1.0;
 }
 
-static gint64 deadline_after(double sec) {
+gint64 fixture_deadline_after(double sec) {
         return g_get_monotonic_time() + (gint64) (sec * loopd_test_timeout_scale() * G_USEC_PER_SEC);
 }
 
-static gboolean past(gint64 deadline) {
+gboolean fixture_past(gint64 deadline) {
         return g_get_monotonic_time() >= deadline;
 }
 
@@ -138,8 +95,8 @@ static char *describe_status(int st) {
 }
 
 /* Reaps @pid within @timeout_sec (scaled). TRUE and *status when reaped. */
-static gboolean wait_child(pid_t pid, double timeout_sec, int *status) {
-        gint64 deadline = deadline_after(timeout_sec);
+gboolean fixture_wait_child(pid_t pid, double timeout_sec, int *status) {
+        gint64 deadline = fixture_deadline_after(timeout_sec);
         gulong sleep_us = 1000;
 
         for (;;) {
@@ -150,7 +107,7 @@ static gboolean wait_child(pid_t pid, double timeout_sec, int *status) {
                         *status = 0;
                         return TRUE; /* not ours (any more): nothing to wait for */
                 }
-                if (past(deadline))
+                if (fixture_past(deadline))
                         return FALSE;
                 g_usleep(sleep_us);
                 sleep_us = MIN(sleep_us * 2, 20000);
@@ -158,7 +115,7 @@ static gboolean wait_child(pid_t pid, double timeout_sec, int *status) {
 }
 
 /* SIGKILL and reap; for children whose exit status does not matter. */
-static void kill_child(pid_t pid) {
+void fixture_kill_child(pid_t pid) {
         int st;
         if (pid <= 0)
                 return;
@@ -234,13 +191,13 @@ static const char *env_or(const char *name, const char *fallback) {
  * path has undone it: a failed g_assert (abort), meson's SIGTERM, the
  * watchdog's SIGALRM, a SIGKILL or an _exit() then still leaves nothing.
  */
-static void crash_track(LoopdFixture *f, pid_t pid, gboolean is_child) {
+void fixture_track_pid(LoopdFixture *f, pid_t pid, gboolean is_child) {
         int r = emergency_add_pid(pid, is_child ? EMERGENCY_PID_CHILD : 0);
         if (r < 0 && !(r == -ESRCH && !is_child)) /* a non-child already gone: nothing to kill */
                 fixture_fail("registering pid %d for the emergency cleanup: %s", (int) pid, g_strerror(-r));
 }
 
-static void crash_untrack(LoopdFixture *f, pid_t pid) {
+void fixture_untrack_pid(LoopdFixture *f, pid_t pid) {
         if (pid > 0)
                 emergency_forget_pid(pid);
 }
@@ -261,7 +218,7 @@ static void child_setup(gpointer user_data) {
         (void) sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-static char **base_env(LoopdFixture *f) {
+char **fixture_base_env(LoopdFixture *f) {
         static const char *const drop[] = {
                 "DBUS_SESSION_BUS_ADDRESS", "DBUS_STARTER_ADDRESS", "DBUS_STARTER_BUS_TYPE",
                 "NOTIFY_SOCKET", "RUNTIME_DIRECTORY", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
@@ -283,7 +240,7 @@ static char **base_env(LoopdFixture *f) {
  * stdout goes to our stderr unless piped: GTest's TAP output is our stdout.
  * @map_fd (>= 0) becomes fd 3 in the child.
  */
-static pid_t spawn(LoopdFixture *f, const char *const *argv, char **env, const char *cwd,
+pid_t fixture_spawn(LoopdFixture *f, const char *const *argv, char **env, const char *cwd,
                    int map_fd, int *stdin_pipe, int *stdout_pipe, int *stderr_pipe, GError **error) {
         int source_fds[1] = { map_fd }, target_fds[1] = { 3 };
         int out_fd = -1;
@@ -360,24 +317,24 @@ static void start_bus(LoopdFixture *f) {
                 fixture_fail("pipe: %s", g_strerror(errno));
 
         arg = g_strconcat("--config-file=", config_path, NULL);
-        env = base_env(f);
-        f->priv->bus_pid = spawn(f,
+        env = fixture_base_env(f);
+        f->priv->bus_pid = fixture_spawn(f,
                                  (const char *const[]) { dbus_daemon, "--nofork", "--nopidfile", "--nosyslog",
                                                          "--print-address=3", arg, NULL },
                                  env, "/", pipefd[1], NULL, NULL, NULL, &error);
         close(pipefd[1]);
         if (!f->priv->bus_pid)
                 fixture_fail("starting %s: %s", dbus_daemon, error->message);
-        crash_track(f, f->priv->bus_pid, TRUE);
+        fixture_track_pid(f, f->priv->bus_pid, TRUE);
 
         /* The address line is its readiness: it listens before printing. */
-        deadline = deadline_after(10);
+        deadline = fixture_deadline_after(10);
         while (!strchr(line->str, '\n')) {
                 struct pollfd p = { .fd = pipefd[0], .events = POLLIN };
                 char buf[256];
                 ssize_t n;
 
-                if (past(deadline))
+                if (fixture_past(deadline))
                         fixture_fail("dbus-daemon printed no address within 10 s");
                 if (poll(&p, 1, 100) <= 0)
                         continue;
@@ -417,9 +374,9 @@ static void stop_bus(LoopdFixture *f) {
         }
         if (f->priv->bus_pid > 0) {
                 (void) kill(f->priv->bus_pid, SIGTERM);
-                if (!wait_child(f->priv->bus_pid, 5, &st))
-                        kill_child(f->priv->bus_pid);
-                crash_untrack(f, f->priv->bus_pid);
+                if (!fixture_wait_child(f->priv->bus_pid, 5, &st))
+                        fixture_kill_child(f->priv->bus_pid);
+                fixture_untrack_pid(f, f->priv->bus_pid);
                 f->priv->bus_pid = 0;
         }
         if (f->priv->set_env) {
@@ -443,7 +400,7 @@ pid_t loopd_fixture_name_owner_pid(LoopdFixture *f, const char *name) {
 }
 
 gboolean loopd_fixture_wait_name(LoopdFixture *f, const char *name, gboolean owned, double timeout_sec) {
-        gint64 deadline = deadline_after(timeout_sec);
+        gint64 deadline = fixture_deadline_after(timeout_sec);
 
         for (;;) {
                 g_autoptr(GVariant) r = g_dbus_connection_call_sync(
@@ -456,7 +413,7 @@ gboolean loopd_fixture_wait_name(LoopdFixture *f, const char *name, gboolean own
                         g_variant_get(r, "(b)", &has);
                 if (has == owned)
                         return TRUE;
-                if (past(deadline))
+                if (fixture_past(deadline))
                         return FALSE;
                 g_usleep(10000);
         }
@@ -529,7 +486,7 @@ static void write_rules(LoopdFixture *f, const char *rules) {
 }
 
 static void wait_rules_loaded(LoopdFixture *f) {
-        gint64 deadline = deadline_after(20);
+        gint64 deadline = fixture_deadline_after(20);
         g_autoptr(GError) last = NULL;
 
         for (;;) {
@@ -542,7 +499,7 @@ static void wait_rules_loaded(LoopdFixture *f) {
                         g_clear_error(&last);
                         last = g_steal_pointer(&error);
                 }
-                if (past(deadline))
+                if (fixture_past(deadline))
                         fixture_fail("polkitd did not load rules generation %u within 20 s%s%s",
                                      f->priv->rules_generation, last ? ": " : "", last ? last->message : "");
                 g_usleep(50000);
@@ -551,29 +508,29 @@ static void wait_rules_loaded(LoopdFixture *f) {
 
 static pid_t spawn_probe(LoopdFixture *f) {
         g_autoptr(GError) error = NULL;
-        g_auto(GStrv) env = base_env(f);
+        g_auto(GStrv) env = fixture_base_env(f);
         g_autofree char *uid_line = g_strdup_printf("Uid:\t%d\t", LOOPD_TEST_NOBODY);
         g_autofree char *status_path = NULL;
         gint64 deadline;
         pid_t pid;
 
-        pid = spawn(f,
+        pid = fixture_spawn(f,
                     (const char *const[]) { "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                                             "--pdeathsig=KILL", "--", "sleep", "infinity", NULL },
                     env, "/", -1, NULL, NULL, NULL, &error);
         if (!pid)
                 fixture_fail("starting the polkit probe process: %s", error->message);
-        crash_track(f, pid, TRUE);
+        fixture_track_pid(f, pid, TRUE);
 
         /* polkitd must see the process as nobody: before setpriv changed
          * its uid it was root, whom polkit authorizes for everything. */
         status_path = g_strdup_printf("/proc/%d/status", (int) pid);
-        deadline = deadline_after(10);
+        deadline = fixture_deadline_after(10);
         for (;;) {
                 g_autofree char *status = NULL;
                 if (g_file_get_contents(status_path, &status, NULL, NULL) && strstr(status, uid_line))
                         break;
-                if (past(deadline))
+                if (fixture_past(deadline))
                         fixture_fail("the polkit probe process did not become uid %d", LOOPD_TEST_NOBODY);
                 g_usleep(2000);
         }
@@ -640,8 +597,8 @@ gboolean loopd_fixture_start_polkit(LoopdFixture *f, const char *rules) {
          * kills everything in its namespace. /proc stays the host's, so
          * polkitd still reads the bus's (host) pids of its subjects.
          */
-        env = base_env(f);
-        f->priv->polkit_pid = spawn(
+        env = fixture_base_env(f);
+        f->priv->polkit_pid = fixture_spawn(
                 f,
                 (const char *const[]) {
                         unshare, "--mount", "--pid", "--kill-child=SIGKILL", "--propagation", "private", "--",
@@ -657,26 +614,26 @@ gboolean loopd_fixture_start_polkit(LoopdFixture *f, const char *rules) {
                 env, "/", -1, NULL, NULL, NULL, &error);
         if (!f->priv->polkit_pid)
                 fixture_fail("starting polkitd: %s", error->message);
-        crash_track(f, f->priv->polkit_pid, TRUE);
+        fixture_track_pid(f, f->priv->polkit_pid, TRUE);
 
-        deadline = deadline_after(20);
+        deadline = fixture_deadline_after(20);
         for (;;) {
                 int st;
                 pid_t pk = loopd_fixture_name_owner_pid(f, LOOPD_POLKIT_BUS_NAME);
                 if (pk > 0) {
                         f->priv->polkitd_pid = pk;
                         f->priv->polkitd_start = proc_start_time(pk);
-                        crash_track(f, pk, FALSE);
+                        fixture_track_pid(f, pk, FALSE);
                         break;
                 }
                 if (waitpid(f->priv->polkit_pid, &st, WNOHANG) == f->priv->polkit_pid) {
                         g_autofree char *why = describe_status(st);
-                        crash_untrack(f, f->priv->polkit_pid);
+                        fixture_untrack_pid(f, f->priv->polkit_pid);
                         f->priv->polkit_pid = 0;
                         fixture_fail("polkitd (in unshare) ended before it owned %s: %s; see its stderr above",
                                      LOOPD_POLKIT_BUS_NAME, why);
                 }
-                if (past(deadline))
+                if (fixture_past(deadline))
                         fixture_fail("polkitd did not own %s within 20 s", LOOPD_POLKIT_BUS_NAME);
                 g_usleep(10000);
         }
@@ -698,23 +655,23 @@ void loopd_fixture_stop_polkit(LoopdFixture *f) {
                 return;
         /* SIGKILL to unshare: --kill-child takes down PID 1 of the namespace,
          * and the kernel the rest. SIGKILL also ends a SIGSTOPped polkitd. */
-        kill_child(f->priv->polkit_pid);
-        crash_untrack(f, f->priv->polkit_pid);
+        fixture_kill_child(f->priv->polkit_pid);
+        fixture_untrack_pid(f, f->priv->polkit_pid);
         f->priv->polkit_pid = 0;
 
-        deadline = deadline_after(10);
+        deadline = fixture_deadline_after(10);
         while (pid_alive(f->priv->polkitd_pid, f->priv->polkitd_start)) {
-                if (past(deadline)) {
+                if (fixture_past(deadline)) {
                         (void) kill(f->priv->polkitd_pid, SIGKILL);
                         fixture_fail("polkitd %d outlived its PID namespace", (int) f->priv->polkitd_pid);
                 }
                 g_usleep(5000);
         }
-        crash_untrack(f, f->priv->polkitd_pid);
+        fixture_untrack_pid(f, f->priv->polkitd_pid);
         f->priv->polkitd_pid = 0;
 
-        kill_child(f->priv->probe_pid);
-        crash_untrack(f, f->priv->probe_pid);
+        fixture_kill_child(f->priv->probe_pid);
+        fixture_untrack_pid(f, f->priv->probe_pid);
         f->priv->probe_pid = 0;
 
         if (f->bus && !loopd_fixture_wait_name(f, LOOPD_POLKIT_BUS_NAME, FALSE, 10))
@@ -966,16 +923,16 @@ gboolean loopd_fixture_start_daemon(LoopdFixture *f, const char *const *extra_ar
         g_mutex_unlock(&f->priv->notify_lock);
 
         argv = daemon_argv(f, binary, (const char *const *) f->priv->daemon_args);
-        env = base_env(f);
+        env = fixture_base_env(f);
         env = g_environ_setenv(env, "NOTIFY_SOCKET", f->priv->notify_path, TRUE);
-        f->priv->daemon_pid = spawn(f, (const char *const *) argv->pdata, env, "/", -1, NULL, NULL, NULL, &error);
+        f->priv->daemon_pid = fixture_spawn(f, (const char *const *) argv->pdata, env, "/", -1, NULL, NULL, NULL, &error);
         if (!f->priv->daemon_pid)
                 fixture_fail("starting %s: %s", binary, error->message);
-        crash_track(f, f->priv->daemon_pid, TRUE);
+        fixture_track_pid(f, f->priv->daemon_pid, TRUE);
 
         /* Ready = owns the name (pid checked: after a kill -9 the bus may not
          * have dropped the old connection yet) and said READY=1. */
-        deadline = deadline_after(30);
+        deadline = fixture_deadline_after(30);
         for (;;) {
                 int st;
 
@@ -983,11 +940,11 @@ gboolean loopd_fixture_start_daemon(LoopdFixture *f, const char *const *extra_ar
                         return TRUE;
                 if (waitpid(f->priv->daemon_pid, &st, WNOHANG) == f->priv->daemon_pid) {
                         g_autofree char *why = describe_status(st);
-                        crash_untrack(f, f->priv->daemon_pid);
+                        fixture_untrack_pid(f, f->priv->daemon_pid);
                         f->priv->daemon_pid = 0;
                         fixture_fail("loopd exited while starting: %s; see its stderr above", why);
                 }
-                if (past(deadline))
+                if (fixture_past(deadline))
                         fixture_fail("loopd did not get ready within 30 s (owns %s: %s, READY=1 sent: %s)",
                                      LOOPD_BUS_NAME,
                                      loopd_fixture_name_owner_pid(f, LOOPD_BUS_NAME) == f->priv->daemon_pid ? "yes" : "no",
@@ -1000,9 +957,9 @@ int loopd_fixture_wait_daemon_exit(LoopdFixture *f, double timeout_sec) {
         int st;
 
         g_assert_cmpint(f->priv->daemon_pid, >, 0);
-        if (!wait_child(f->priv->daemon_pid, timeout_sec, &st))
+        if (!fixture_wait_child(f->priv->daemon_pid, timeout_sec, &st))
                 return -1;
-        crash_untrack(f, f->priv->daemon_pid);
+        fixture_untrack_pid(f, f->priv->daemon_pid);
         f->priv->daemon_pid = 0;
         notify_sync(f); /* its last STATUS= */
         return st;
@@ -1017,8 +974,8 @@ int loopd_fixture_terminate_daemon(LoopdFixture *f) {
         st = loopd_fixture_wait_daemon_exit(f, 20);
         if (st == -1) {
                 pid_t pid = f->priv->daemon_pid;
-                kill_child(pid);
-                crash_untrack(f, pid);
+                fixture_kill_child(pid);
+                fixture_untrack_pid(f, pid);
                 f->priv->daemon_pid = 0;
                 fixture_fail("loopd (pid %d) did not exit within 20 s of SIGTERM", (int) pid);
         }
@@ -1040,8 +997,8 @@ void loopd_fixture_stop_daemon(LoopdFixture *f) {
 
 void loopd_fixture_kill_daemon(LoopdFixture *f) {
         g_assert_cmpint(f->priv->daemon_pid, >, 0);
-        kill_child(f->priv->daemon_pid);
-        crash_untrack(f, f->priv->daemon_pid);
+        fixture_kill_child(f->priv->daemon_pid);
+        fixture_untrack_pid(f, f->priv->daemon_pid);
         f->priv->daemon_pid = 0;
 }
 
@@ -1063,7 +1020,7 @@ const char *loopd_fixture_daemon_status_text(LoopdFixture *f) {
 }
 
 gboolean loopd_fixture_wait_daemon_status(LoopdFixture *f, const char *pattern, double timeout_sec) {
-        gint64 deadline = deadline_after(timeout_sec);
+        gint64 deadline = fixture_deadline_after(timeout_sec);
         g_autofree char *last = NULL;
         gboolean matched = FALSE;
 
@@ -1180,7 +1137,7 @@ gboolean loopd_fixture_install_activation(LoopdFixture *f, const char *const *ex
 int loopd_fixture_activated_exit_status(LoopdFixture *f, pid_t pid, double timeout_sec) {
         g_autofree char *name = g_strdup_printf("%d.status", (int) pid);
         g_autofree char *path = g_build_filename(f->priv->activated_dir, name, NULL);
-        gint64 deadline = deadline_after(timeout_sec);
+        gint64 deadline = fixture_deadline_after(timeout_sec);
 
         for (;;) {
                 g_autofree char *text = NULL;
@@ -1188,7 +1145,7 @@ int loopd_fixture_activated_exit_status(LoopdFixture *f, pid_t pid, double timeo
                         (void) unlink(path);
                         return atoi(text);
                 }
-                if (past(deadline))
+                if (fixture_past(deadline))
                         return -1;
                 g_usleep(5000);
         }
@@ -1229,19 +1186,19 @@ gboolean loopd_fixture_stop_name_owner(LoopdFixture *f, const char *name) {
                 return FALSE;
         g_assert_cmpint(pid, !=, f->priv->daemon_pid); /* ours: loopd_fixture_stop_daemon() */
         start = proc_start_time(pid);
-        crash_track(f, pid, FALSE);
+        fixture_track_pid(f, pid, FALSE);
         (void) kill(pid, SIGTERM);
 
-        deadline = deadline_after(20);
+        deadline = fixture_deadline_after(20);
         while (pid_alive(pid, start) || !loopd_fixture_wait_name(f, name, FALSE, 0)) {
-                if (past(deadline)) {
+                if (fixture_past(deadline)) {
                         (void) kill(pid, SIGKILL);
-                        crash_untrack(f, pid);
+                        fixture_untrack_pid(f, pid);
                         fixture_fail("%s (pid %d) did not go away within 20 s of SIGTERM", name, (int) pid);
                 }
                 g_usleep(5000);
         }
-        crash_untrack(f, pid);
+        fixture_untrack_pid(f, pid);
         return TRUE;
 }
 
@@ -1286,7 +1243,7 @@ void loopd_fixture_run_as_full(LoopdFixture *f, uid_t uid, gid_t gid, const char
                                const char *const *argv, LoopdRunResult *r) {
         g_autoptr(GPtrArray) a = setpriv_argv(uid, gid, groups, argv);
         g_autoptr(GError) error = NULL;
-        g_auto(GStrv) env = base_env(f);
+        g_auto(GStrv) env = fixture_base_env(f);
         GString *out = g_string_new(NULL), *err = g_string_new(NULL);
         int in_fd = -1, out_fd = -1, err_fd = -1, st = 0;
         gboolean reaped = FALSE, timed_out = FALSE;
@@ -1294,11 +1251,11 @@ void loopd_fixture_run_as_full(LoopdFixture *f, uid_t uid, gid_t gid, const char
         pid_t pid;
 
         loopd_run_result_clear(r);
-        pid = spawn(f, (const char *const *) a->pdata, env, "/", -1, stdin_text ? &in_fd : NULL, &out_fd, &err_fd,
+        pid = fixture_spawn(f, (const char *const *) a->pdata, env, "/", -1, stdin_text ? &in_fd : NULL, &out_fd, &err_fd,
                     &error);
         if (!pid)
                 fixture_fail("running %s as %u: %s", argv[0], (unsigned) uid, error->message);
-        crash_track(f, pid, TRUE);
+        fixture_track_pid(f, pid, TRUE);
 
         if (stdin_text) {
                 size_t len = strlen(stdin_text);
@@ -1313,12 +1270,12 @@ void loopd_fixture_run_as_full(LoopdFixture *f, uid_t uid, gid_t gid, const char
                 close(in_fd);
         }
 
-        deadline = deadline_after(60);
+        deadline = fixture_deadline_after(60);
         while (out_fd >= 0 || err_fd >= 0) {
                 struct pollfd p[2] = { { .fd = out_fd, .events = POLLIN }, { .fd = err_fd, .events = POLLIN } };
                 char buf[4096];
 
-                if (!timed_out && past(deadline)) {
+                if (!timed_out && fixture_past(deadline)) {
                         timed_out = TRUE;
                         (void) kill(pid, SIGKILL);
                 }
@@ -1340,18 +1297,18 @@ void loopd_fixture_run_as_full(LoopdFixture *f, uid_t uid, gid_t gid, const char
                 /* A grandchild holding the pipes must not hang us. */
                 if (!reaped && waitpid(pid, &st, WNOHANG) == pid)
                         reaped = TRUE;
-                if (reaped && past(deadline))
+                if (reaped && fixture_past(deadline))
                         break;
         }
         if (out_fd >= 0)
                 close(out_fd);
         if (err_fd >= 0)
                 close(err_fd);
-        if (!reaped && !wait_child(pid, timed_out ? 5 : 60, &st)) {
-                kill_child(pid);
+        if (!reaped && !fixture_wait_child(pid, timed_out ? 5 : 60, &st)) {
+                fixture_kill_child(pid);
                 timed_out = TRUE;
         }
-        crash_untrack(f, pid);
+        fixture_untrack_pid(f, pid);
 
         r->status = timed_out ? -1 : status_to_code(st);
         r->out = g_string_free(out, FALSE);
@@ -1399,16 +1356,16 @@ void loopd_fixture_call_as(LoopdFixture *f, uid_t uid, gid_t gid, LoopdRunResult
 LoopdCaller *loopd_fixture_spawn_as(LoopdFixture *f, uid_t uid, gid_t gid, const char *const *argv) {
         g_autoptr(GPtrArray) a = setpriv_argv(uid, gid, NULL, argv);
         g_autoptr(GError) error = NULL;
-        g_auto(GStrv) env = base_env(f);
+        g_auto(GStrv) env = fixture_base_env(f);
         LoopdCaller *c = g_new0(LoopdCaller, 1);
 
         c->f = f;
         c->stdin_fd = c->stdout_fd = -1;
         c->buf = g_string_new(NULL);
-        c->pid = spawn(f, (const char *const *) a->pdata, env, "/", -1, &c->stdin_fd, &c->stdout_fd, NULL, &error);
+        c->pid = fixture_spawn(f, (const char *const *) a->pdata, env, "/", -1, &c->stdin_fd, &c->stdout_fd, NULL, &error);
         if (!c->pid)
                 fixture_fail("starting %s as %u: %s", argv[0], (unsigned) uid, error->message);
-        crash_track(f, c->pid, TRUE);
+        fixture_track_pid(f, c->pid, TRUE);
         g_ptr_array_add(f->priv->callers, c);
         return c;
 }
@@ -1424,7 +1381,7 @@ LoopdCaller *loopd_fixture_spawn_caller_as(LoopdFixture *f, uid_t uid, gid_t gid
 }
 
 char *loopd_caller_read_line(LoopdCaller *c) {
-        gint64 deadline = deadline_after(60);
+        gint64 deadline = fixture_deadline_after(60);
 
         for (;;) {
                 char *nl = strchr(c->buf->str, '\n');
@@ -1437,7 +1394,7 @@ char *loopd_caller_read_line(LoopdCaller *c) {
                         g_string_erase(c->buf, 0, nl - c->buf->str + 1);
                         return line;
                 }
-                if (c->eof || c->stdout_fd < 0 || past(deadline))
+                if (c->eof || c->stdout_fd < 0 || fixture_past(deadline))
                         return NULL;
                 if (poll(&p, 1, 100) <= 0)
                         continue;
@@ -1470,13 +1427,13 @@ int loopd_caller_wait(LoopdCaller *c) {
 
         if (c->reaped)
                 return c->status;
-        if (!wait_child(c->pid, 60, &st)) {
-                kill_child(c->pid);
+        if (!fixture_wait_child(c->pid, 60, &st)) {
+                fixture_kill_child(c->pid);
                 c->status = -1;
         } else
                 c->status = status_to_code(st);
         c->reaped = TRUE;
-        crash_untrack(c->f, c->pid);
+        fixture_untrack_pid(c->f, c->pid);
         return c->status;
 }
 
@@ -1484,8 +1441,8 @@ void loopd_caller_free(LoopdCaller *c) {
         if (!c)
                 return;
         if (!c->reaped) {
-                kill_child(c->pid);
-                crash_untrack(c->f, c->pid);
+                fixture_kill_child(c->pid);
+                fixture_untrack_pid(c->f, c->pid);
         }
         loopd_caller_close_stdin(c);
         if (c->stdout_fd >= 0)
@@ -1592,6 +1549,7 @@ void loopd_fixture_setup(LoopdFixture *f, gconstpointer data) {
         f->priv->notify_fd = -1;
         f->priv->lifeline_fd = -1;
         f->priv->callers = g_ptr_array_new();
+        f->priv->fuse_mounts = g_ptr_array_new();
 
         if (!skip_unless_runnable(f)) {
                 f->skipped = TRUE;
@@ -1644,6 +1602,10 @@ void loopd_fixture_teardown(LoopdFixture *f, gconstpointer data) {
                 return;
         alarm(0);
 
+        /* Before anything is stopped: a process blocked in a FUSE request
+         * (loopd in LOOP_CONFIGURE, a caller in open()) could not exit. */
+        fixture_fuse_abort_all(f);
+
         /* Callers first, then loopd (whose exit status matters), polkitd,
          * and the bus last: loopd must not see its bus vanish first. */
         while (f->priv->callers->len > 0)
@@ -1678,6 +1640,7 @@ void loopd_fixture_teardown(LoopdFixture *f, gconstpointer data) {
                 if (leaked > 0)
                         g_test_message("teardown detached %u loop device(s) backed by files under %s", leaked,
                                        f->tmpdir);
+                fixture_fuse_unmount_all(f);
                 close_notify_socket(f);
                 if (emergency_rm_rf(f->tmpdir) < 0 || g_file_test(f->tmpdir, G_FILE_TEST_EXISTS))
                         fixture_fail("could not remove %s", f->tmpdir);
@@ -1686,6 +1649,7 @@ void loopd_fixture_teardown(LoopdFixture *f, gconstpointer data) {
         emergency_forget(f->priv->crash_tmpdir_id);
 
         g_ptr_array_unref(f->priv->callers);
+        g_ptr_array_unref(f->priv->fuse_mounts);
         g_strfreev(f->priv->daemon_args);
         g_free(f->priv->daemon_status);
         g_free(f->priv->status_snapshot);

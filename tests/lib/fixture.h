@@ -299,6 +299,90 @@ guint loopd_fixture_count_loops(LoopdFixture *f);
 /* LOOP_CLR_FD on each of them; returns how many. Teardown does this. */
 guint loopd_fixture_detach_loops(LoopdFixture *f);
 
+/* ---- a FUSE file system that stops answering on demand -----------------
+ *
+ * For hostile backing files: tests/lib/fuse-server.py, a FUSE server that
+ * speaks the kernel protocol itself, serves one directory of regular files
+ * (byte i of a file is i % 251 until written; attributes and entries are
+ * never cached, so every stat, lookup, open and read reaches it). The
+ * fixture mounts it as root under f->tmpdir with
+ * allow_other,user_id=UID,group_id=GID, which is what fusermount3 gives a
+ * user mounting a FUSE file system of their own. On command the server
+ * withholds its answers to chosen requests: the process (or kernel thread)
+ * that made one waits in request_wait_answer() — interruptibly at first,
+ * unkillably (D state) once the server has read the request — until the
+ * server answers or the connection is aborted.
+ *
+ * Withheld answers reach beyond the test: every process on the machine that
+ * touches the mount waits too. A loop device backed by a file on it makes
+ * every loopd, losetup -l or udev that reads the device's status ask for
+ * GETATTR (LOOP_GET_STATUS64 stats the backing file), other tests' loopd
+ * included: withhold GETATTR with such a device attached only as long as
+ * the test needs to.
+ *
+ * No process stays blocked after a test: teardown aborts every FUSE
+ * connection before it stops anything else (a loopd blocked in the file
+ * system could not exit), detaches the loop devices under f->tmpdir, then
+ * unmounts; the emergency cleanup does the same after a crash or SIGKILL.
+ *
+ *   static const LoopdFuseFile files[] = { { "disk.img", 1 << 20 }, { NULL } };
+ *   LoopdFuse *fs = loopd_fixture_mount_fuse(f, 65534, 65534, files);
+ *   if (!fs) return;                                  // skipped: no /dev/fuse
+ *   g_autofree char *img = loopd_fuse_path(fs, "disk.img");
+ *   loopd_fuse_hang(fs, LOOPD_FUSE_OPEN);
+ *   ... start something that opens img; it blocks ...
+ *   pid_t who = loopd_fuse_wait_held(fs, LOOPD_FUSE_OPEN, 10);
+ *   loopd_fuse_resume(fs);                            // or loopd_fuse_abort(fs)
+ */
+typedef enum LoopdFuseOp {
+        LOOPD_FUSE_LOOKUP = 1 << 0,
+        LOOPD_FUSE_GETATTR = 1 << 1,
+        LOOPD_FUSE_OPEN = 1 << 2,
+        LOOPD_FUSE_READ = 1 << 3,
+        LOOPD_FUSE_WRITE = 1 << 4,
+        LOOPD_FUSE_FLUSH = 1 << 5,
+} LoopdFuseOp;
+
+typedef struct LoopdFuseFile {
+        const char *name; /* in the mount's root; a { NULL } entry ends the list */
+        guint64 size;     /* fixed: writes past it fail with ENOSPC */
+        mode_t mode;      /* permission bits; 0: 0644 */
+} LoopdFuseFile;
+
+typedef struct LoopdFuse LoopdFuse;
+
+/* Mounts the server at <tmpdir>/fuse-N (0755), owned by @uid:@gid, with
+ * @files, and returns once it answers. NULL after g_test_skip() (and
+ * f->skipped set) when the machine has no /dev/fuse (package fuse3) or no
+ * /usr/bin/python3. The fixture owns it: teardown unmounts it. */
+LoopdFuse *loopd_fixture_mount_fuse(LoopdFixture *f, uid_t uid, gid_t gid, const LoopdFuseFile *files);
+const char *loopd_fuse_mount_point(LoopdFuse *fs);
+/* <mount point>/@name; free it. */
+char *loopd_fuse_path(LoopdFuse *fs, const char *name);
+/* From now on, withhold answers to the requests in @ops (a LoopdFuseOp
+ * mask, replacing the previous one; 0: none new). Those already withheld
+ * stay so. Returns once the server has taken the order. */
+void loopd_fuse_hang(LoopdFuse *fs, guint ops);
+/* Answers every withheld request, in the order they came, and withholds no
+ * more. */
+void loopd_fuse_resume(LoopdFuse *fs);
+/* Waits (scaled) for a withheld request of @op that no earlier call
+ * returned; the id of the thread that made it (a pid for a single-threaded
+ * process), or 0 on timeout. */
+pid_t loopd_fuse_wait_held(LoopdFuse *fs, LoopdFuseOp op, double timeout_sec);
+/* The same for a request of @op made by thread @tid, skipping others' (the
+ * machine is shared: see below). TRUE when one was withheld in time. */
+gboolean loopd_fuse_wait_held_by(LoopdFuse *fs, LoopdFuseOp op, pid_t tid, double timeout_sec);
+/* How many requests of @op the server has seen, answered or not. */
+guint loopd_fuse_count(LoopdFuse *fs, LoopdFuseOp op);
+/* Aborts the connection: every withheld and every later request fails with
+ * ENOTCONN. The mount stays (its files then fail) until unmounted. */
+void loopd_fuse_abort(LoopdFuse *fs);
+/* Aborts, detaches the loop devices backed by files on it, unmounts
+ * (lazily) and reaps the server; frees @fs. Teardown does this for those
+ * left. */
+void loopd_fuse_unmount(LoopdFuse *fs);
+
 /* Every wait above is multiplied by this ($LOOPD_TEST_TIMEOUT_SCALE). */
 double loopd_test_timeout_scale(void);
 
