@@ -1345,8 +1345,8 @@ static void print_table(void) {
         if (R.errors)
                 out("| errors during the run | %u | | see stderr |\n", R.errors);
 
-        /* Targets of issue 7. */
-        out("\n### Where we stand against issue 7's targets\n\n| target | measured | |\n|---|---|---|\n");
+        /* The targets loopd is held to. */
+        out("\n### Where we stand against the targets\n\n| target | measured | |\n|---|---|---|\n");
         out("| Create + Remove within 1.25x of kernel floor + 2 round trips (median; interleaved, each from idle) | "
             "%.2fx (%s vs %s) | %s |\n",
             ld_us / floor_us, fmt_us(ld_us, a), fmt_us(floor_us, b), verdict(R.ld_cycle.n && R.core_cycle.n, ld_us / floor_us <= 1.25));

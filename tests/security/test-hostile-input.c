@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 /*
- * Hostile input (issue 6), as root and as nobody, against ONE daemon for
+ * Hostile input, as root and as nobody, against ONE daemon for
  * the whole file: every Create option wrong, every kind of backing fd,
  * every kind of bad device name, CreateFromPath at things that are not
  * files of the caller's. Each case must get its named error, and loopd

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 /*
- * Authorization with the real polkitd (issue 4): the decision table
+ * Authorization with the real polkitd: the decision table
  * caller × action × rule → result, with test rules in polkitd's private
  * mount namespace, the built loopd, and real unprivileged callers
  * (loopd-test-caller under setpriv).
