@@ -36,7 +36,8 @@
  * Environment read: LOOPD_BINARY (loopd; daemon tests skip without it),
  * LOOPD_TEST_CALLER (loopd-test-caller), LOOPD_TEST_LIFELINE, LOOPD_BUS_POLICY,
  * LOOPD_BUS_CONFIG_TEMPLATE (tests/lib/private-system-bus.conf.in),
- * LOOPD_POLKIT_POLICY, LOOPD_ACTIVATION_FILE (defaults: the source and
+ * LOOPD_POLKIT_POLICY, LOOPD_ACTIVATION_FILE, LOOPD_FUSE_SERVER
+ * (tests/lib/fuse-server.py) (defaults: the source and
  * build tree this library was built from), LOOPD_TEST_WRAPPER (e.g.
  * "valgrind --error-exitcode=99 --leak-check=full", prefixed to loopd),
  * LOOPD_TEST_TIMEOUT_SCALE (multiplies every wait, e.g. 10 under valgrind),
