@@ -34,6 +34,7 @@
 
 #include "bus-options.h"
 #include "errors.h"
+#include "loopd-protocol.h"
 
 typedef struct Input {
         const uint8_t *p;
@@ -226,8 +227,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (size > 4096)
                 return 0;
 
-        if (sd_bus_message_new_method_call(fuzz_bus(), &m, "org.loopd.Loop1", "/org/loopd/Loop1",
-                                           "org.loopd.Loop1.Manager", "Create") < 0)
+        if (sd_bus_message_new_method_call(fuzz_bus(), &m, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH,
+                                           LOOPD_MANAGER_INTERFACE, "Create") < 0)
                 abort();
         r = append_options(m, &in);
         if (r >= 0 && sd_bus_message_seal(m, 1, 0) >= 0 && sd_bus_message_rewind(m, true) >= 0) {
@@ -235,7 +236,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 if (r >= 0)
                         check_accepted(&o);
                 else if (!sd_bus_error_is_set(&error) ||
-                         (!sd_bus_error_has_name(&error, DBUS_ERROR_INVALID_ARGS)))
+                         (!sd_bus_error_has_name(&error, LOOPD_DBUS_ERROR_INVALID_ARGS)))
                         abort(); /* every refusal is InvalidArgs with a message */
                 sd_bus_error_free(&error);
         }

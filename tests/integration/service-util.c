@@ -16,11 +16,7 @@
 
 #include "service-util.h"
 
-const char rules_nobody_may_create[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == \"org.loopd.create\" && subject.user == \"nobody\")\n"
-        "                return polkit.Result.YES;\n"
-        "});\n";
+const char rules_nobody_may_create[] = LOOPD_RULE_ALLOW("nobody", LOOPD_ACTION_CREATE);
 
 const LoopdFixtureOptions daemon_opts = { .start_daemon = TRUE };
 const LoopdFixtureOptions polkit_daemon_opts = {

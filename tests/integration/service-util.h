@@ -13,8 +13,8 @@
 
 #include "fixture.h"
 
+/* For the bus's own errors; loopd's are in loopd-protocol.h. */
 #define DBUS_ERROR_PREFIX "org.freedesktop.DBus.Error."
-#define LOOPD_ERROR_PREFIX "org.loopd.Loop1.Error."
 #define MiB (1024ULL * 1024ULL)
 
 /* A polkit rule that lets uid 65534 create devices, and the fixture

@@ -8,10 +8,14 @@
  */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,17 +24,9 @@
 
 #include "fixture.h"
 
-static const char rules_nobody_may_create[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == \"org.loopd.create\" && subject.user == \"nobody\")\n"
-        "                return polkit.Result.YES;\n"
-        "});\n";
+static const char rules_nobody_may_create[] = LOOPD_RULE_ALLOW("nobody", LOOPD_ACTION_CREATE);
 
-static const char rules_nobody_may_not_create[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == \"org.loopd.create\" && subject.user == \"nobody\")\n"
-        "                return polkit.Result.NO;\n"
-        "});\n";
+static const char rules_nobody_may_not_create[] = LOOPD_RULE_DENY("nobody", LOOPD_ACTION_CREATE);
 
 /* The test process must have no child left at all, not even a zombie. */
 static void assert_no_children(void) {
@@ -83,6 +79,88 @@ static char *losetup_attach(const char *image) {
                         g_error("losetup --find --show %s: %s (%s)", image, error->message, err);
                 g_usleep(g_random_int_range(10000, 50000));
         }
+}
+
+/* Field 5 of each line of /proc/self/mountinfo, unescaped enough for our
+ * paths (no spaces in them). */
+static GPtrArray *mount_points(void) {
+        g_autofree char *text = NULL;
+        g_auto(GStrv) lines = NULL;
+        GPtrArray *mounts = g_ptr_array_new_with_free_func(g_free);
+
+        g_assert_true(g_file_get_contents("/proc/self/mountinfo", &text, NULL, NULL));
+        lines = g_strsplit(text, "\n", 0);
+        for (char **l = lines; *l; l++) {
+                g_auto(GStrv) fields = g_strsplit(*l, " ", 6);
+                if (g_strv_length(fields) >= 5)
+                        g_ptr_array_add(mounts, g_strdup(fields[4]));
+        }
+        return mounts;
+}
+
+static gboolean is_mounted(const char *path) {
+        g_autoptr(GPtrArray) mounts = mount_points();
+        for (guint i = 0; i < mounts->len; i++)
+                if (g_str_equal(mounts->pdata[i], path))
+                        return TRUE;
+        return FALSE;
+}
+
+static gboolean is_mounted_under(const char *dir) {
+        g_autoptr(GPtrArray) mounts = mount_points();
+        g_autofree char *prefix = g_strconcat(dir, "/", NULL);
+        for (guint i = 0; i < mounts->len; i++)
+                if (g_str_equal(mounts->pdata[i], dir) || g_str_has_prefix(mounts->pdata[i], prefix))
+                        return TRUE;
+        return FALSE;
+}
+
+/* The mountinfo line of @path (free it), NULL if not a mount point. */
+static char *mountinfo_of(const char *path) {
+        g_autofree char *text = NULL, *needle = g_strdup_printf(" %s ", path);
+        g_auto(GStrv) lines = NULL;
+
+        g_assert_true(g_file_get_contents("/proc/self/mountinfo", &text, NULL, NULL));
+        lines = g_strsplit(text, "\n", 0);
+        for (char **l = lines; *l; l++)
+                if (strstr(*l, needle))
+                        return g_strdup(*l);
+        return NULL;
+}
+
+/* State (field 3 of /proc/PID/stat) and wait channel of @pid. */
+static char proc_state(pid_t pid) {
+        g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int) pid);
+        g_autofree char *text = NULL;
+        const char *p;
+
+        if (!g_file_get_contents(path, &text, NULL, NULL) || !(p = strrchr(text, ')')))
+                return 0;
+        return p[2];
+}
+
+static char *proc_wchan(pid_t pid) {
+        g_autofree char *path = g_strdup_printf("/proc/%d/wchan", (int) pid);
+        char *text = NULL;
+
+        if (!g_file_get_contents(path, &text, NULL, NULL))
+                return NULL;
+        return text;
+}
+
+/* @pid is waiting for the FUSE server: asleep in request_wait_answer()
+ * (where the kernel shows wait channels), and still so a moment later. */
+static void assert_waits_for_fuse(pid_t pid) {
+        g_autofree char *wchan = NULL;
+        char state;
+
+        g_usleep(200 * 1000);
+        state = proc_state(pid);
+        wchan = proc_wchan(pid);
+        g_test_message("pid %d: state %c, wchan %s", (int) pid, state, wchan ? wchan : "(unreadable)");
+        g_assert_true(state == 'S' || state == 'D');
+        if (wchan && !g_str_equal(wchan, "0") && *wchan)
+                g_assert_cmpstr(wchan, ==, "request_wait_answer");
 }
 
 /* ---- the bus alone ------------------------------------------------------- */
@@ -246,18 +324,18 @@ static void test_polkit_answers_by_the_rules(void) {
         g_assert_true(g_str_has_prefix(daemon_line, "ok "));
 
         /* The rule says yes for nobody... */
-        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.create", &challenge, 10000, &error),
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, LOOPD_ACTION_CREATE, &challenge, 10000, &error),
                         ==, TRUE);
         g_assert_no_error(error);
         g_assert_false(challenge);
         /* ...the action's allow_any (auth_admin) answers for uid 1 (no
          * logind here: nobody is local or active)... */
-        g_assert_cmpint(loopd_fixture_polkit_check(f, daemon_line + 3, "org.loopd.create", &challenge, 10000, &error),
+        g_assert_cmpint(loopd_fixture_polkit_check(f, daemon_line + 3, LOOPD_ACTION_CREATE, &challenge, 10000, &error),
                         ==, FALSE);
         g_assert_no_error(error);
         g_assert_true(challenge);
         /* ...and manage-others is admin-only for everyone. */
-        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.manage-others", &challenge, 10000,
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, LOOPD_ACTION_MANAGE_OTHERS, &challenge, 10000,
                                                    &error),
                         ==, FALSE);
         g_assert_no_error(error);
@@ -270,23 +348,23 @@ static void test_polkit_answers_by_the_rules(void) {
 
         /* New rules take effect before set_polkit_rules returns. */
         loopd_fixture_set_polkit_rules(f, rules_nobody_may_not_create);
-        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.create", &challenge, 10000, &error),
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, LOOPD_ACTION_CREATE, &challenge, 10000, &error),
                         ==, FALSE);
         g_assert_no_error(error);
         g_assert_false(challenge);
         loopd_fixture_set_polkit_rules(f, NULL);
-        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.create", &challenge, 10000, &error),
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, LOOPD_ACTION_CREATE, &challenge, 10000, &error),
                         ==, FALSE);
         g_assert_true(challenge);
 
         /* Hung: it keeps its name and answers nothing. */
         loopd_fixture_hang_polkit(f);
-        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.create", NULL, 300, &error), ==, -1);
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, LOOPD_ACTION_CREATE, NULL, 300, &error), ==, -1);
         g_assert_error(error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT);
         g_clear_error(&error);
         g_assert_true(loopd_fixture_wait_name(f, LOOPD_POLKIT_BUS_NAME, TRUE, 0));
         loopd_fixture_resume_polkit(f);
-        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.create", NULL, 10000, &error), ==,
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, LOOPD_ACTION_CREATE, NULL, 10000, &error), ==,
                         FALSE);
         g_assert_no_error(error);
 
@@ -295,14 +373,14 @@ static void test_polkit_answers_by_the_rules(void) {
         loopd_fixture_stop_polkit(f);
         g_assert_true(loopd_fixture_wait_name(f, LOOPD_POLKIT_BUS_NAME, FALSE, 0));
         assert_pid_goes(polkitd);
-        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.create", NULL, 10000, &error), ==, -1);
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, LOOPD_ACTION_CREATE, NULL, 10000, &error), ==, -1);
         g_assert_error(error, G_DBUS_ERROR, G_DBUS_ERROR_SERVICE_UNKNOWN);
         g_clear_error(&error);
 
         /* And it can come back. */
         g_assert_true(loopd_fixture_start_polkit(f, rules_nobody_may_create));
         polkitd = loopd_fixture_polkitd_pid(f);
-        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, "org.loopd.create", NULL, 10000, &error), ==,
+        g_assert_cmpint(loopd_fixture_polkit_check(f, nobody_line + 3, LOOPD_ACTION_CREATE, NULL, 10000, &error), ==,
                         TRUE);
 
         g_clear_pointer(&nobody, loopd_caller_free);
@@ -327,10 +405,14 @@ static void crash_subprocess(const char *how) {
                 .polkit_rules = rules_nobody_may_create,
         };
         static const LoopdFixtureOptions watchdog_opts = { .watchdog_sec = 2 };
+        static const LoopdFuseFile fuse_files[] = { { "hung.img", 1 << 20 }, { NULL } };
         gboolean watchdog = strcmp(how, "watchdog") == 0;
+        gboolean fuse = g_str_has_prefix(how, "fuse-");
         LoopdFixture *f = loopd_fixture_new(watchdog ? &watchdog_opts : &opts);
         g_autofree char *img = NULL, *dev = NULL, *report = NULL, *line = NULL, *path = NULL;
-        LoopdCaller *c;
+        g_autofree char *fuse_dev = NULL, *fuse_img = NULL;
+        LoopdCaller *c, *blocked = NULL;
+        LoopdFuse *fs = NULL;
 
         g_assert_false(f->skipped);
         img = loopd_fixture_make_image(f, "crash.img", 1 << 20, 0, 0, 0644);
@@ -338,13 +420,28 @@ static void crash_subprocess(const char *how) {
         c = loopd_fixture_spawn_caller_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, "connect", "--hold", NULL);
         line = loopd_caller_read_line(c);
         g_assert_nonnull(line);
+        if (fuse) {
+                /* A FUSE file system with a loop device on it, and a
+                 * process blocked in it, in the kernel. */
+                fs = loopd_fixture_mount_fuse(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, fuse_files);
+                g_assert_nonnull(fs);
+                fuse_img = loopd_fuse_path(fs, "hung.img");
+                fuse_dev = losetup_attach(fuse_img);
+                loopd_fuse_hang(fs, LOOPD_FUSE_OPEN);
+                blocked = loopd_fixture_spawn_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY,
+                                                 (const char *const[]) { "cat", fuse_img, NULL });
+                g_assert_true(loopd_fuse_wait_held_by(fs, LOOPD_FUSE_OPEN, loopd_caller_pid(blocked), 10));
+        }
 
-        report = g_strdup_printf("%s\n%d\n%d\n%d\n%s\n", f->tmpdir, (int) loopd_fixture_polkitd_pid(f),
+        report = g_strdup_printf("%s\n%d\n%d\n%d\n%s\n%s\n%s\n%d\n", f->tmpdir, (int) loopd_fixture_polkitd_pid(f),
                                  (int) loopd_caller_pid(c), (int) loopd_fixture_name_owner_pid(f, "org.freedesktop.DBus"),
-                                 dev);
+                                 dev, fs ? loopd_fuse_mount_point(fs) : "-", fuse_dev ? fuse_dev : "-",
+                                 blocked ? (int) loopd_caller_pid(blocked) : 0);
         path = crash_report_path(getppid());
         g_assert_true(g_file_set_contents(path, report, -1, NULL));
 
+        if (fuse)
+                how += strlen("fuse-");
         if (strcmp(how, "assert") == 0)
                 g_assert_not_reached(); /* a failing g_assert: _exit(1) in a subprocess, abort() otherwise */
         else if (strcmp(how, "abort") == 0)
@@ -372,6 +469,10 @@ static void check_crash_cleanup(const char *how) {
                 g_test_skip("needs root");
                 return;
         }
+        if (g_str_has_prefix(how, "fuse-") && access("/dev/fuse", R_OK | W_OK) < 0) {
+                g_test_skip("no /dev/fuse: needs a kernel with FUSE (Debian package fuse3 loads it)");
+                return;
+        }
         g_unlink(path);
         /* NULL: this same test, re-executed; it takes the branch above. */
         g_test_trap_subprocess(NULL, 120 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_INHERIT_STDERR);
@@ -393,6 +494,16 @@ static void check_crash_cleanup(const char *how) {
                         assert_pid_goes(atoi(lines[i]));
         backing = backing_file_of(lines[4]);
         g_assert_true(backing == NULL || !g_str_has_prefix(backing, lines[0]));
+        /* With FUSE: the mount gone, the blocked process gone (it can only
+         * go once the connection is aborted), its loop device detached. */
+        g_assert_cmpuint(g_strv_length(lines), >=, 8);
+        if (strcmp(lines[5], "-") != 0) {
+                g_autofree char *fuse_backing = backing_file_of(lines[6]);
+                assert_pid_goes(atoi(lines[7]));
+                g_assert_false(is_mounted(lines[5]));
+                g_assert_true(fuse_backing == NULL || !g_str_has_prefix(fuse_backing, lines[0]));
+        }
+        g_assert_false(is_mounted_under(lines[0]));
 }
 
 static void test_crash_on_assert_leaves_nothing(void) {
@@ -413,6 +524,158 @@ static void test_crash_on_sigterm_leaves_nothing(void) {
 
 static void test_watchdog_kills_hung_test_and_cleans(void) {
         check_crash_cleanup("watchdog");
+}
+
+static void test_crash_on_abort_with_hung_fuse_leaves_nothing(void) {
+        check_crash_cleanup("fuse-abort");
+}
+
+static void test_crash_on_sigkill_with_hung_fuse_leaves_nothing(void) {
+        check_crash_cleanup("fuse-sigkill");
+}
+
+/* ---- a FUSE file system that stops answering -------------------------------- */
+
+/* What od -An -tu1 prints, spaces squeezed: "0 1 2 ...". */
+static char *squeeze(const char *s) {
+        g_auto(GStrv) words = g_strsplit_set(s, " \n\t", 0);
+        g_autoptr(GStrvBuilder) b = g_strv_builder_new();
+        g_auto(GStrv) kept = NULL;
+
+        for (char **w = words; *w; w++)
+                if (**w)
+                        g_strv_builder_add(b, *w);
+        kept = g_strv_builder_end(b);
+        return g_strjoinv(" ", kept);
+}
+
+static void test_fuse_serves_hangs_resumes_aborts_and_leaves_nothing(void) {
+        static const LoopdFuseFile files[] = { { "disk.img", 1 << 20 }, { "private", 8192, 0600 }, { NULL } };
+        LoopdFixture *f = loopd_fixture_new(NULL);
+        g_autofree char *tmpdir = NULL, *mnt = NULL, *img = NULL, *info = NULL, *img2 = NULL, *mnt2 = NULL;
+        g_autofree char *loop2 = NULL, *backing = NULL, *first = NULL;
+        g_auto(LoopdRunResult) r = { 0 };
+        LoopdCaller *reader, *stuck, *stuck2;
+        LoopdFuse *fs, *fs2;
+        guint8 buf[4096];
+        struct stat st;
+        pid_t pid, stuck2_pid;
+        int fd;
+
+        if (f->skipped) {
+                loopd_fixture_free(f);
+                return;
+        }
+        tmpdir = g_strdup(f->tmpdir);
+        fs = loopd_fixture_mount_fuse(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, files);
+        if (!fs) {
+                loopd_fixture_free(f);
+                return;
+        }
+        mnt = g_strdup(loopd_fuse_mount_point(fs));
+        img = loopd_fuse_path(fs, "disk.img");
+
+        /* Mounted as fusermount3 would for nobody: a user's FUSE mount that
+         * others (root included) may enter because of allow_other. */
+        info = mountinfo_of(mnt);
+        g_assert_nonnull(info);
+        g_test_message("%s", info);
+        g_assert_nonnull(strstr(info, " fuse.loopd-test "));
+        g_assert_nonnull(strstr(info, "user_id=65534"));
+        g_assert_nonnull(strstr(info, "allow_other"));
+        g_assert_true(g_str_has_prefix(mnt, tmpdir));
+        g_assert_no_errno(stat(img, &st));
+        g_assert_true(S_ISREG(st.st_mode));
+        g_assert_cmpint(st.st_mode & 07777, ==, 0644);
+        g_assert_cmpint(st.st_uid, ==, LOOPD_TEST_NOBODY);
+        g_assert_cmpint(st.st_size, ==, 1 << 20);
+        {
+                /* fusectl is there to abort connections by (the fixture
+                 * mounts it where the host did not). */
+                g_autofree char *abort_file = g_strdup_printf("/sys/fs/fuse/connections/%u/abort",
+                                                              (unsigned) (major(st.st_dev) << 20 | minor(st.st_dev)));
+                g_test_message("%s: %s", abort_file, g_file_test(abort_file, G_FILE_TEST_EXISTS) ? "present" : "absent");
+        }
+
+        /* Byte i is i % 251, read here as root and by nobody. */
+        fd = open(img, O_RDONLY | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(pread(fd, buf, sizeof buf, 5000), ==, sizeof buf);
+        for (size_t i = 0; i < sizeof buf; i++)
+                g_assert_cmpuint(buf[i], ==, (5000 + i) % 251);
+        close(fd);
+        loopd_fixture_run_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY,
+                             (const char *const[]) { "od", "-An", "-tu1", "-j", "250", "-N", "4", img, NULL }, &r);
+        g_assert_cmpint(r.status, ==, 0);
+        first = squeeze(r.out);
+        g_assert_cmpstr(first, ==, "250 0 1 2");
+        g_assert_cmpuint(loopd_fuse_count(fs, LOOPD_FUSE_READ), >=, 2);
+
+        /* OPEN withheld: an opener waits in the kernel until answered. */
+        loopd_fuse_hang(fs, LOOPD_FUSE_OPEN);
+        reader = loopd_fixture_spawn_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY,
+                                        (const char *const[]) { "od", "-An", "-tu1", "-N", "4", img, NULL });
+        pid = loopd_caller_pid(reader);
+        g_assert_true(loopd_fuse_wait_held_by(fs, LOOPD_FUSE_OPEN, pid, 10));
+        assert_waits_for_fuse(pid);
+        loopd_fuse_resume(fs);
+        {
+                g_autofree char *line = loopd_caller_read_line(reader);
+                g_autofree char *got = NULL;
+                g_assert_nonnull(line);
+                got = squeeze(line);
+                g_assert_cmpstr(got, ==, "0 1 2 3");
+        }
+        g_assert_cmpint(loopd_caller_wait(reader), ==, 0);
+        loopd_caller_free(reader);
+
+        /* READ withheld, and the reader killed: it cannot die while the
+         * server holds its request (D state). Aborting the connection
+         * frees it, and the file system then fails everything. */
+        loopd_fuse_hang(fs, LOOPD_FUSE_READ);
+        stuck = loopd_fixture_spawn_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY,
+                                       (const char *const[]) { "od", "-An", "-tu1", "-N", "4", img, NULL });
+        pid = loopd_caller_pid(stuck);
+        g_assert_true(loopd_fuse_wait_held_by(fs, LOOPD_FUSE_READ, pid, 10));
+        assert_waits_for_fuse(pid);
+        loopd_caller_kill(stuck, SIGKILL);
+        g_usleep(300 * 1000);
+        g_assert_cmpint(proc_state(pid), ==, 'D');
+        loopd_fuse_abort(fs);
+        g_assert_cmpint(loopd_caller_wait(stuck), ==, 128 + SIGKILL);
+        loopd_caller_free(stuck);
+        g_assert_cmpint(stat(img, &st), ==, -1);
+        g_assert_cmpint(errno, ==, ENOTCONN);
+        loopd_fuse_unmount(fs);
+        g_assert_false(is_mounted(mnt));
+        g_assert_false(g_file_test(mnt, G_FILE_TEST_EXISTS));
+
+        /* Left for teardown: a loop device on a FUSE file, a process blocked
+         * in OPEN (not GETATTR: every loopd on the machine stats the backing
+         * files of the loop devices it sees). Teardown must abort, detach,
+         * unmount, remove. */
+        fs2 = loopd_fixture_mount_fuse(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, files);
+        mnt2 = g_strdup(loopd_fuse_mount_point(fs2));
+        g_assert_cmpstr(mnt2, !=, mnt);
+        img2 = loopd_fuse_path(fs2, "disk.img");
+        loop2 = losetup_attach(img2);
+        backing = backing_file_of(loop2);
+        g_assert_cmpstr(backing, ==, img2);
+        loopd_fuse_hang(fs2, LOOPD_FUSE_OPEN);
+        stuck2 = loopd_fixture_spawn_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY,
+                                        (const char *const[]) { "cat", img2, NULL });
+        stuck2_pid = loopd_caller_pid(stuck2);
+        g_assert_true(loopd_fuse_wait_held_by(fs2, LOOPD_FUSE_OPEN, stuck2_pid, 10));
+        assert_waits_for_fuse(stuck2_pid);
+
+        loopd_fixture_free(f);
+        assert_pid_goes(stuck2_pid);
+        g_clear_pointer(&backing, g_free);
+        backing = backing_file_of(loop2);
+        g_assert_true(backing == NULL || !g_str_has_prefix(backing, tmpdir));
+        g_assert_false(is_mounted_under(tmpdir));
+        g_assert_false(g_file_test(tmpdir, G_FILE_TEST_EXISTS));
+        assert_no_children();
 }
 
 /* ---- activation -------------------------------------------------------- */
@@ -486,6 +749,135 @@ static void test_daemon_starts_restarts_and_stops_cleanly(LoopdFixture *f, gcons
         g_assert_true(loopd_fixture_restart_daemon(f)); /* teardown stops it again */
 }
 
+/* NOTIFY_SOCKET is read all the time: a sender on a blocking socket, as
+ * sd_notify() is, never waits, however many datagrams it sends without the
+ * test asking for any (the kernel queues 10 unread ones, then blocks). */
+static void test_daemon_notify_socket_is_always_drained(LoopdFixture *f, gconstpointer data) {
+        g_autofree char *path = g_build_filename(f->tmpdir, "notify.socket", NULL);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct timeval timeout = { .tv_sec = 5 };
+        int fd;
+
+        LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
+        g_assert_cmpuint(strlen(path), <, sizeof sa.sun_path);
+        strcpy(sa.sun_path, path);
+        fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_no_errno(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout));
+        g_assert_no_errno(connect(fd, (struct sockaddr *) &sa, sizeof sa));
+        for (int i = 0; i < 200; i++) {
+                g_autofree char *msg = g_strdup_printf("STATUS=fixture self-test %d", i);
+                /* Blocks (and fails after 5 s) once the queue is full. */
+                g_assert_cmpint(send(fd, msg, strlen(msg), MSG_NOSIGNAL), ==, (gssize) strlen(msg));
+        }
+        close(fd);
+        g_assert_true(loopd_fixture_wait_daemon_status(f, "fixture self-test 199", 5));
+        g_assert_cmpstr(loopd_fixture_daemon_status_text(f), ==, "fixture self-test 199");
+        g_assert_true(loopd_fixture_wait_daemon_status(f, "fixture self-test 1?9", 0));
+        g_assert_false(loopd_fixture_wait_daemon_status(f, "fixture self-test 198", 0.2));
+}
+
+/* How many Device objects loopd exports: every attached loop device on the
+ * machine, other tests' too. */
+static guint count_device_objects(LoopdFixture *f) {
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GVariant) r = g_dbus_connection_call_sync(f->bus, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH,
+                                                            "org.freedesktop.DBus.ObjectManager", "GetManagedObjects",
+                                                            NULL, G_VARIANT_TYPE("(a{oa{sa{sv}}})"),
+                                                            G_DBUS_CALL_FLAGS_NONE, 10000, NULL, &error);
+        g_autoptr(GVariant) objects = NULL;
+        GVariantIter iter;
+        GVariant *ifaces;
+        guint n = 0;
+
+        g_assert_no_error(error);
+        objects = g_variant_get_child_value(r, 0);
+        g_variant_iter_init(&iter, objects);
+        while (g_variant_iter_next(&iter, "{&o@a{sa{sv}}}", NULL, &ifaces)) {
+                g_autoptr(GVariant) dev = g_variant_lookup_value(ifaces, LOOPD_DEVICE_INTERFACE, NULL);
+                n += dev != NULL;
+                g_variant_unref(ifaces);
+        }
+        return n;
+}
+
+/* Waits until STATUS= says what loopd exports, with @bound of them bound
+ * to callers. The machine is shared: other tests attach and detach
+ * devices meanwhile, which loopd follows too, so the count is asked again
+ * until a quiet moment shows both agree. Fails the test (and says what it
+ * saw) when they never do, and lets teardown clean up. */
+static gboolean status_follows(LoopdFixture *f, guint bound) {
+        gint64 deadline = g_get_monotonic_time() + (gint64) (20 * loopd_test_timeout_scale() * G_USEC_PER_SEC);
+        g_autofree char *want = NULL, *last = NULL;
+
+        do {
+                g_free(want);
+                g_free(last);
+                want = g_strdup_printf("Serving %u loop devices, %u bound to callers.", count_device_objects(f),
+                                       bound);
+                last = g_strdup(loopd_fixture_daemon_status_text(f));
+                if (g_strcmp0(want, last) == 0)
+                        return TRUE;
+                g_usleep(50 * 1000);
+        } while (g_get_monotonic_time() < deadline);
+        g_test_message("loopd's STATUS= is \"%s\", not \"%s\"", last ? last : "(none)", want);
+        g_test_fail();
+        return FALSE;
+}
+
+/*
+ * loopd's STATUS= follows the devices: "Serving N loop devices, M bound to
+ * callers." after every change. More changes than the notify queue holds,
+ * and no one asks for STATUS= in between: loopd must still answer (the
+ * fixture reads NOTIFY_SOCKET all the time).
+ */
+static void test_daemon_status_follows_devices(LoopdFixture *f, gconstpointer data) {
+        enum { N = 12 };
+        g_autoptr(GPtrArray) devs = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(LoopdCaller) holder = NULL;
+        g_autofree char *img = NULL, *line = NULL;
+        g_auto(LoopdRunResult) r = { 0 };
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GVariant) pong = NULL;
+
+        LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
+        img = loopd_fixture_make_image(f, "status.img", 1 << 20, 0, 0, 0644);
+        if (!status_follows(f, 0))
+                return;
+
+        for (int i = 0; i < N; i++) {
+                loopd_fixture_call_as(f, 0, 0, &r, "create", img, NULL);
+                g_assert_cmpint(r.status, ==, 0);
+                g_ptr_array_add(devs, g_strdup(r.fields[2]));
+        }
+        pong = g_dbus_connection_call_sync(f->bus, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, "org.freedesktop.DBus.Peer",
+                                           "Ping", NULL, NULL, G_DBUS_CALL_FLAGS_NONE, 5000, NULL, &error);
+        g_assert_no_error(error);
+        if (!status_follows(f, 0))
+                return;
+
+        /* A device bound to its caller, and the caller gone. */
+        holder = loopd_fixture_spawn_caller_as(f, 0, 0, "create", img, "--opt", "bind-to-caller=b:true", "--hold",
+                                               NULL);
+        line = loopd_caller_read_line(holder);
+        g_assert_nonnull(line);
+        g_assert_true(g_str_has_prefix(line, "ok "));
+        if (!status_follows(f, 1))
+                return;
+        loopd_caller_close_stdin(holder);
+        g_assert_cmpint(loopd_caller_wait(holder), ==, 0);
+        if (!status_follows(f, 0))
+                return;
+
+        for (guint i = 0; i < devs->len; i++) {
+                loopd_fixture_call_as(f, 0, 0, &r, "remove", (const char *) devs->pdata[i], NULL);
+                g_assert_cmpint(r.status, ==, 0);
+        }
+        if (!status_follows(f, 0))
+                return;
+        g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
+}
+
 static void test_daemon_activated_from_production_file(void) {
         g_autoptr(LoopdFixture) f = loopd_fixture_new(NULL);
         pid_t pid;
@@ -514,11 +906,19 @@ int main(int argc, char **argv) {
         g_test_add_func("/fixture/crash/sigkill", test_crash_on_sigkill_leaves_nothing);
         g_test_add_func("/fixture/crash/sigterm", test_crash_on_sigterm_leaves_nothing);
         g_test_add_func("/fixture/crash/watchdog", test_watchdog_kills_hung_test_and_cleans);
+        g_test_add_func("/fixture/crash/abort-with-hung-fuse", test_crash_on_abort_with_hung_fuse_leaves_nothing);
+        g_test_add_func("/fixture/crash/sigkill-with-hung-fuse", test_crash_on_sigkill_with_hung_fuse_leaves_nothing);
+        g_test_add_func("/fixture/fuse/serves-hangs-resumes-aborts-and-leaves-nothing",
+                        test_fuse_serves_hangs_resumes_aborts_and_leaves_nothing);
         g_test_add_func("/fixture/activation/starts-service-from-servicedir",
                         test_activation_starts_service_from_servicedir);
         g_test_add("/fixture/daemon/starts-restarts-and-stops-cleanly", LoopdFixture, &daemon_opts,
                    loopd_fixture_setup, test_daemon_starts_restarts_and_stops_cleanly, loopd_fixture_teardown);
         g_test_add_func("/fixture/daemon/activated-from-production-file", test_daemon_activated_from_production_file);
+        g_test_add("/fixture/daemon/notify-socket-is-always-drained", LoopdFixture, &daemon_opts, loopd_fixture_setup,
+                   test_daemon_notify_socket_is_always_drained, loopd_fixture_teardown);
+        g_test_add("/fixture/daemon/status-follows-devices", LoopdFixture, &daemon_opts, loopd_fixture_setup,
+                   test_daemon_status_follows_devices, loopd_fixture_teardown);
 
         return g_test_run();
 }

@@ -328,8 +328,8 @@ static void test_polkit_policy_validates_against_dtd(void) {
 
 static void test_polkit_policy_declares_both_actions(void) {
         g_autoptr(GHashTable) actions = parse_policy(need_env("LOOPD_POLKIT_POLICY"));
-        GHashTable *create = g_hash_table_lookup(actions, "org.loopd.create");
-        GHashTable *others = g_hash_table_lookup(actions, "org.loopd.manage-others");
+        GHashTable *create = g_hash_table_lookup(actions, LOOPD_ACTION_CREATE);
+        GHashTable *others = g_hash_table_lookup(actions, LOOPD_ACTION_MANAGE_OTHERS);
 
         /* Every action loopd checks, and nothing else: a stray action would
          * be a permission nobody tests. */
@@ -421,30 +421,46 @@ static void own_name(LoopdFixture *f, const char *name, guint32 expect) {
  * connection, whose GDBus answers UnknownMethod: an answer from the owner,
  * so the bus let the call through, unlike the bus's own AccessDenied.
  */
-static void test_bus_policy_private_bus_enforces_it(void) {
-        g_autoptr(LoopdFixture) f = loopd_fixture_new(NULL);
+static LoopdFixture *private_bus_owning_loopds_name(void) {
+        LoopdFixture *f = loopd_fixture_new(NULL);
+
+        if (!f->skipped)
+                own_name(f, LOOPD_BUS_NAME, 1 /* DBUS_REQUEST_NAME_REPLY_PRIMARY_OWNER */);
+        return f;
+}
+
+static void test_bus_policy_lets_anyone_call_loopd(void) {
+        g_autoptr(LoopdFixture) f = private_bus_owning_loopds_name();
         g_auto(LoopdRunResult) r = { 0 };
 
         if (f->skipped)
                 return;
 
-        own_name(f, LOOPD_BUS_NAME, 1 /* DBUS_REQUEST_NAME_REPLY_PRIMARY_OWNER */);
-
         /* Anyone may call Manager methods: the bus passes them on. */
         loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "remove", "loop0", NULL);
         g_assert_cmpint(r.status, ==, 1);
         g_assert_cmpstr(r.fields[0], ==, "error");
-        g_assert_cmpstr(r.fields[1], !=, "org.freedesktop.DBus.Error.AccessDenied");
+        g_assert_cmpstr(r.fields[1], !=, LOOPD_DBUS_ERROR_ACCESS_DENIED);
 
-        loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "get", "/org/loopd/Loop1/device/loop0_1",
+        loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "get", LOOPD_DEVICE_PATH_PREFIX "/loop0_1",
                               "Name", NULL);
         g_assert_cmpstr(r.fields[0], ==, "error");
-        g_assert_cmpstr(r.fields[1], !=, "org.freedesktop.DBus.Error.AccessDenied");
+        g_assert_cmpstr(r.fields[1], !=, LOOPD_DBUS_ERROR_ACCESS_DENIED);
+}
+
+/* What the policy denies: calls loopd-test-caller cannot make (any
+ * interface, RequestName), so gdbus makes them. */
+static void test_bus_policy_denies_the_rest(void) {
+        g_autoptr(LoopdFixture) f = NULL;
+        g_auto(LoopdRunResult) r = { 0 };
 
         if (!have_program("gdbus")) {
-                g_test_message("gdbus missing: not checking denials");
+                g_test_skip("gdbus is not installed (package libglib2.0-bin): the policy's denials are unchecked");
                 return;
         }
+        f = private_bus_owning_loopds_name();
+        if (f->skipped)
+                return;
 
         /* Peer is open, an interface the policy does not list is not. */
         loopd_fixture_run_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY,
@@ -472,6 +488,128 @@ static void test_bus_policy_private_bus_enforces_it(void) {
         g_assert_nonnull(strstr(r.err, "AccessDenied"));
 }
 
+/* ---- the contract's names ------------------------------------------------ */
+
+typedef struct {
+        char *name;  /* LOOPD_... */
+        char *value; /* the string without quotes, or the number without its suffix */
+} ProtocolName;
+
+static void protocol_name_free(gpointer p) {
+        ProtocolName *n = p;
+        g_free(n->name);
+        g_free(n->value);
+        g_free(n);
+}
+
+/* Every #define of loopd-protocol.h, read from the header's text so that a
+ * name added there is checked without touching this test. A define whose
+ * value is neither one string literal nor one number is an error: the
+ * header holds names, nothing computed. */
+static GPtrArray *read_protocol_names(void) {
+        g_autofree char *path = g_build_filename(need_env("LOOPD_SOURCE_ROOT"), "dbus", "loopd-protocol.h", NULL);
+        g_autoptr(GRegex) string_re = g_regex_new("^\"([^\"\\\\]*)\"$", 0, 0, NULL);
+        g_autoptr(GRegex) number_re = g_regex_new("^([0-9]+)[uUlL]*$", 0, 0, NULL);
+        g_autoptr(GError) error = NULL;
+        g_autofree char *text = NULL, *joined = NULL;
+        g_auto(GStrv) lines = NULL;
+        GPtrArray *names = g_ptr_array_new_with_free_func(protocol_name_free);
+
+        g_assert_true(g_file_get_contents(path, &text, NULL, &error));
+        /* Join continued lines, drop comments. */
+        {
+                g_autoptr(GRegex) cont = g_regex_new("\\\\\\n", 0, 0, NULL);
+                g_autoptr(GRegex) comment = g_regex_new("/\\*.*?\\*/", G_REGEX_DOTALL, 0, NULL);
+                g_autofree char *a = g_regex_replace_literal(cont, text, -1, 0, " ", 0, NULL);
+                joined = g_regex_replace_literal(comment, a, -1, 0, "", 0, NULL);
+        }
+        lines = g_strsplit(joined, "\n", -1);
+        for (char **l = lines; *l; l++) {
+                g_autofree char *line = g_strstrip(g_strdup(*l));
+                g_auto(GStrv) parts = NULL;
+                g_autoptr(GMatchInfo) m = NULL;
+                ProtocolName *n;
+
+                if (!g_str_has_prefix(line, "#define "))
+                        continue;
+                parts = g_regex_split_simple("\\s+", line + strlen("#define "), 0, 0);
+                g_assert_cmpuint(g_strv_length(parts), >=, 2);
+                n = g_new0(ProtocolName, 1);
+                n->name = g_strdup(parts[0]);
+                {
+                        g_autofree char *value = g_strjoinv(" ", parts + 1);
+                        g_strstrip(value);
+                        if (g_regex_match(string_re, value, 0, &m))
+                                n->value = g_match_info_fetch(m, 1);
+                        g_clear_pointer(&m, g_match_info_unref);
+                        if (!n->value && g_regex_match(number_re, value, 0, &m))
+                                n->value = g_match_info_fetch(m, 1);
+                        if (!n->value)
+                                g_error("%s: %s is neither a string nor a number: %s", path, n->name, value);
+                }
+                g_ptr_array_add(names, n);
+        }
+        return names;
+}
+
+/*
+ * Every name in dbus/loopd-protocol.h is written where the contract is
+ * written: polkit actions as actions of org.loopd.policy, interfaces as
+ * interfaces of org.loopd.Loop1.xml, option keys quoted in its
+ * documentation, and every other name (bus name, paths, error names, the
+ * OwnerUID sentinel) in its text, spelled in full. A name only the header
+ * knows is a name no caller reading the contract can know.
+ */
+static void test_protocol_header_names_are_in_the_contract(void) {
+        g_autoptr(GPtrArray) names = read_protocol_names();
+        g_autoptr(GHashTable) actions = parse_policy(need_env("LOOPD_POLKIT_POLICY"));
+        g_autoptr(GDBusNodeInfo) node = NULL;
+        g_autoptr(GError) error = NULL;
+        g_autofree char *xml = NULL;
+        guint checked = 0, missing = 0;
+
+        g_assert_true(g_file_get_contents(need_env("LOOPD_INTERFACE_XML"), &xml, NULL, &error));
+        node = g_dbus_node_info_new_for_xml(xml, &error);
+        g_assert_no_error(error);
+
+        for (guint i = 0; i < names->len; i++) {
+                ProtocolName *n = names->pdata[i];
+                const char *where;
+                gboolean found;
+
+                if (g_str_has_prefix(n->name, "LOOPD_ACTION_")) {
+                        where = "an <action id> of org.loopd.policy";
+                        found = g_hash_table_contains(actions, n->value);
+                } else if (g_str_has_suffix(n->name, "_INTERFACE")) {
+                        where = "an <interface name> of org.loopd.Loop1.xml";
+                        found = g_dbus_node_info_lookup_interface(node, n->value) != NULL;
+                } else if (g_str_has_prefix(n->name, "LOOPD_OPTION_")) {
+                        g_autofree char *quoted = g_strdup_printf("\"%s\"", n->value);
+                        where = "quoted in org.loopd.Loop1.xml";
+                        found = strstr(xml, quoted) != NULL;
+                } else {
+                        where = "org.loopd.Loop1.xml";
+                        found = strstr(xml, n->value) != NULL;
+                }
+                if (!found) {
+                        g_test_message("%s (%s) is not in %s", n->name, n->value, where);
+                        missing++;
+                }
+                checked++;
+        }
+        /* The parser read the header this test was compiled with. */
+        for (guint i = 0; i < names->len; i++) {
+                ProtocolName *n = names->pdata[i];
+                if (strcmp(n->name, "LOOPD_BUS_NAME") == 0)
+                        g_assert_cmpstr(n->value, ==, LOOPD_BUS_NAME);
+                if (strcmp(n->name, "LOOPD_ACTION_MANAGE_OTHERS") == 0)
+                        g_assert_cmpstr(n->value, ==, LOOPD_ACTION_MANAGE_OTHERS);
+        }
+        g_assert_cmpuint(checked, >=, 20);
+        g_test_message("%u names of loopd-protocol.h checked", checked);
+        g_assert_cmpuint(missing, ==, 0);
+}
+
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
 
@@ -483,8 +621,11 @@ int main(int argc, char **argv) {
         g_test_add_func("/packaging/polkit/declares-both-actions", test_polkit_policy_declares_both_actions);
         g_test_add_func("/packaging/bus-policy/wellformed", test_bus_policy_is_wellformed);
         g_test_add_func("/packaging/bus-policy/opens-every-interface", test_bus_policy_opens_every_interface);
-        g_test_add_func("/packaging/bus-policy/private-bus-enforces-it", test_bus_policy_private_bus_enforces_it);
+        g_test_add_func("/packaging/bus-policy/lets-anyone-call-loopd", test_bus_policy_lets_anyone_call_loopd);
+        g_test_add_func("/packaging/bus-policy/denies-the-rest", test_bus_policy_denies_the_rest);
         g_test_add_func("/packaging/interface/wellformed", test_interface_xml_is_wellformed);
+        g_test_add_func("/packaging/protocol-header/names-are-in-the-contract",
+                        test_protocol_header_names_are_in_the_contract);
 
         return g_test_run();
 }

@@ -248,7 +248,7 @@ static void test_create_unknown_option_is_invalid_args_naming_key(LoopdFixture *
         obj = create_with_fd(f->bus, img, O_RDWR, options_of("no-such-option", g_variant_new_boolean(TRUE)), NULL,
                              NULL, &error);
         g_assert_null(obj);
-        assert_dbus_error(error, DBUS_ERROR_PREFIX "InvalidArgs");
+        assert_dbus_error(error, LOOPD_DBUS_ERROR_INVALID_ARGS);
         g_assert_nonnull(strstr(error->message, "no-such-option"));
         before = loopd_fixture_count_loops(f);
         g_assert_cmpuint(before, ==, 0);
@@ -276,7 +276,7 @@ static void test_create_wrong_option_type_is_invalid_args(LoopdFixture *f, gcons
                 g_assert_nonnull(v);
                 obj = create_with_fd(f->bus, img, O_RDWR, options_of(cases[i].key, v), NULL, NULL, &error);
                 g_assert_null(obj);
-                assert_dbus_error(error, DBUS_ERROR_PREFIX "InvalidArgs");
+                assert_dbus_error(error, LOOPD_DBUS_ERROR_INVALID_ARGS);
                 if (!strstr(error->message, cases[i].key))
                         g_error("wrong type for '%s': message does not name it: %s", cases[i].key, error->message);
         }
@@ -319,7 +319,7 @@ static void test_create_from_path_as_root(LoopdFixture *f, gconstpointer data) {
         g_clear_pointer(&r, g_variant_unref);
         r = loopd_call(f->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "CreateFromPath",
                        g_variant_new("(s@a{sv})", "images/root.img", options_of(NULL, NULL)), NULL, &error);
-        assert_dbus_error(error, DBUS_ERROR_PREFIX "InvalidArgs");
+        assert_dbus_error(error, LOOPD_DBUS_ERROR_INVALID_ARGS);
 }
 
 static void test_create_from_path_as_nobody_opens_with_callers_rights(LoopdFixture *f, gconstpointer data) {
@@ -336,14 +336,14 @@ static void test_create_from_path_as_nobody_opens_with_callers_rights(LoopdFixtu
         /* Root's file: loopd, root itself, must not open it for nobody. */
         loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "create-from-path", roots, NULL);
         g_assert_cmpstr(r.fields[0], ==, "error");
-        g_assert_cmpstr(r.fields[1], ==, DBUS_ERROR_PREFIX "AccessDenied");
+        g_assert_cmpstr(r.fields[1], ==, LOOPD_DBUS_ERROR_ACCESS_DENIED);
         g_assert_nonnull(strstr(r.fields[2], roots));
         g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
 
         /* World-readable but not writable: refused read-write... */
         loopd_run_result_clear(&r);
         loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "create-from-path", ro, NULL);
-        g_assert_cmpstr(r.fields[1], ==, DBUS_ERROR_PREFIX "AccessDenied");
+        g_assert_cmpstr(r.fields[1], ==, LOOPD_DBUS_ERROR_ACCESS_DENIED);
         g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
         /* ...and given read-only when asked for. */
         loopd_run_result_clear(&r);
@@ -375,11 +375,11 @@ static void test_create_as_nobody_without_polkit_is_denied(LoopdFixture *f, gcon
         img = loopd_fixture_make_image(f, "np.img", 4 * MiB, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, 0600);
         loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "create", img, NULL);
         g_assert_cmpstr(r.fields[0], ==, "error");
-        g_assert_cmpstr(r.fields[1], ==, DBUS_ERROR_PREFIX "AccessDenied");
+        g_assert_cmpstr(r.fields[1], ==, LOOPD_DBUS_ERROR_ACCESS_DENIED);
         g_assert_nonnull(strstr(r.fields[2], "polkit"));
         loopd_run_result_clear(&r);
         loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "create-from-path", img, NULL);
-        g_assert_cmpstr(r.fields[1], ==, DBUS_ERROR_PREFIX "AccessDenied");
+        g_assert_cmpstr(r.fields[1], ==, LOOPD_DBUS_ERROR_ACCESS_DENIED);
         g_assert_nonnull(strstr(r.fields[2], "polkit"));
         g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
 }
@@ -403,7 +403,7 @@ static void test_many_callers_each_answered_as_own_uid(LoopdFixture *f, gconstpo
                 loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &nobody, "create", img, "--opt",
                                       "read-only=b:true", NULL);
                 g_assert_cmpstr(nobody.fields[0], ==, "error");
-                g_assert_cmpstr(nobody.fields[1], ==, DBUS_ERROR_PREFIX "AccessDenied");
+                g_assert_cmpstr(nobody.fields[1], ==, LOOPD_DBUS_ERROR_ACCESS_DENIED);
         }
         g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
 }
@@ -435,7 +435,7 @@ static void test_open_refuses_what_is_not_a_loop_device(LoopdFixture *f, gconstp
                 g_autoptr(GError) error = NULL;
                 g_autofree char *obj = manager_open(f, names[i], &error);
                 g_assert_null(obj);
-                assert_dbus_error(error, LOOPD_ERROR_PREFIX "NotALoopDevice");
+                assert_dbus_error(error, LOOPD_ERROR_NOT_A_LOOP_DEVICE);
         }
 }
 
@@ -459,9 +459,9 @@ static void test_open_unattached_node_is_no_such_device(LoopdFixture *f, gconstp
         close(ctl);
 
         g_assert_null(obj);
-        assert_dbus_error(error, LOOPD_ERROR_PREFIX "NoSuchDevice");
+        assert_dbus_error(error, LOOPD_ERROR_NO_SUCH_DEVICE);
         g_assert_null(obj_missing);
-        assert_dbus_error(error_missing, LOOPD_ERROR_PREFIX "NoSuchDevice");
+        assert_dbus_error(error_missing, LOOPD_ERROR_NO_SUCH_DEVICE);
 }
 
 /* ---- Remove / RefreshSize ------------------------------------------------ */
@@ -499,11 +499,11 @@ static void test_remove_by_manager_name_and_device_object(LoopdFixture *f, gcons
         r = loopd_call(f->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "Remove",
                        g_variant_new("(s)", "loop999999"), NULL, &error);
         g_assert_null(r);
-        assert_dbus_error(error, LOOPD_ERROR_PREFIX "NoSuchDevice");
+        assert_dbus_error(error, LOOPD_ERROR_NO_SUCH_DEVICE);
         g_clear_error(&error);
         r = loopd_call(f->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "Remove",
                        g_variant_new("(s)", "/etc/passwd"), NULL, &error);
-        assert_dbus_error(error, LOOPD_ERROR_PREFIX "NotALoopDevice");
+        assert_dbus_error(error, LOOPD_ERROR_NOT_A_LOOP_DEVICE);
         g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
 }
 
@@ -569,7 +569,7 @@ static void test_refresh_size_follows_grown_file_and_signals(LoopdFixture *f, gc
                 g_autoptr(GVariant) r = loopd_call(f->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
                                                    "RefreshSize", g_variant_new("(s)", "/dev/loop999999"), NULL,
                                                    &error);
-                assert_dbus_error(error, LOOPD_ERROR_PREFIX "NoSuchDevice");
+                assert_dbus_error(error, LOOPD_ERROR_NO_SUCH_DEVICE);
         }
 }
 
@@ -925,19 +925,19 @@ static void test_nobody_removes_own_device_but_not_roots(LoopdFixture *f, gconst
         loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "--interactive", "remove", root_dev,
                               NULL);
         g_assert_cmpstr(r.fields[0], ==, "error");
-        g_assert_cmpstr(r.fields[1], ==, DBUS_ERROR_PREFIX "AccessDenied");
+        g_assert_cmpstr(r.fields[1], ==, LOOPD_DBUS_ERROR_ACCESS_DENIED);
         g_assert_true(kernel_loop_attached(loop_number_of(root_dev)));
         /* Without interaction allowed, polkit's auth_admin is a challenge. */
         loopd_run_result_clear(&r);
         loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "device-remove", root_obj, NULL);
         g_assert_cmpstr(r.fields[0], ==, "error");
-        g_assert_true(g_str_equal(r.fields[1], DBUS_ERROR_PREFIX "InteractiveAuthorizationRequired") ||
-                      g_str_equal(r.fields[1], DBUS_ERROR_PREFIX "AccessDenied"));
+        g_assert_true(g_str_equal(r.fields[1], LOOPD_DBUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED) ||
+                      g_str_equal(r.fields[1], LOOPD_DBUS_ERROR_ACCESS_DENIED));
         g_assert_true(kernel_loop_attached(loop_number_of(root_dev)));
         loopd_run_result_clear(&r);
         loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "--interactive", "refresh-size",
                               root_dev, NULL);
-        g_assert_cmpstr(r.fields[1], ==, DBUS_ERROR_PREFIX "AccessDenied");
+        g_assert_cmpstr(r.fields[1], ==, LOOPD_DBUS_ERROR_ACCESS_DENIED);
 
         /* Its own: RefreshSize and Remove, by name and by object. */
         loopd_run_result_clear(&r);
@@ -972,7 +972,7 @@ static void test_nobody_cannot_remove_losetup_device(LoopdFixture *f, gconstpoin
         /* The uevent may still be on its way: Remove syncs the node itself. */
         loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "--interactive", "remove", dev, NULL);
         g_assert_cmpstr(r.fields[0], ==, "error");
-        g_assert_cmpstr(r.fields[1], ==, DBUS_ERROR_PREFIX "AccessDenied");
+        g_assert_cmpstr(r.fields[1], ==, LOOPD_DBUS_ERROR_ACCESS_DENIED);
         g_assert_true(kernel_loop_attached(loop_number_of(dev)));
         manager_call_ok(f, "Remove", dev);
         assert_detached(loop_number_of(dev), 5);
@@ -1007,10 +1007,10 @@ static void test_quota_limits_nobody_not_root(LoopdFixture *f, gconstpointer dat
                 g_auto(LoopdRunResult) r = { 0 };
                 loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "create", mine, NULL);
                 g_assert_cmpstr(r.fields[0], ==, "error");
-                g_assert_cmpstr(r.fields[1], ==, LOOPD_ERROR_PREFIX "QuotaExceeded");
+                g_assert_cmpstr(r.fields[1], ==, LOOPD_ERROR_QUOTA_EXCEEDED);
                 loopd_run_result_clear(&r);
                 loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "create-from-path", mine, NULL);
-                g_assert_cmpstr(r.fields[1], ==, LOOPD_ERROR_PREFIX "QuotaExceeded");
+                g_assert_cmpstr(r.fields[1], ==, LOOPD_ERROR_QUOTA_EXCEEDED);
         }
         g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 2);
 

@@ -6,14 +6,16 @@
  *   - the normal path, GLib-based, which asserts: loopd must exit 0 on
  *     SIGTERM, the bus must accept the production policy, polkitd must load
  *     the test's rules;
- *   - the crash path (signal handlers, atexit), which uses only
- *     async-signal-safe calls on a static registry of pids and temp dirs:
- *     kill, waitpid, open/read/getdents64/ioctl/unlinkat. g_assert() aborts
- *     without running teardown, and meson's timeout sends SIGTERM; either
- *     way no dbus-daemon, polkitd, loopd or loop device may outlive the test.
+ *   - the crash path: everything it starts or makes is registered with the
+ *     emergency cleanup (emergency.c: signal handlers, atexit, the janitor
+ *     process) and forgotten once undone. g_assert() aborts without running
+ *     teardown, meson's timeout sends SIGTERM and then SIGKILL; either way no
+ *     dbus-daemon, polkitd, loopd, FUSE mount or loop device may outlive the
+ *     test.
  */
 
-#include "fixture.h"
+#include "fixture-private.h"
+#include "emergency.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -49,42 +51,6 @@
 #define RULES_FILE "50-loopd-test.rules"
 #define PROBE_RULES_FILE "00-loopd-test-fixture-probe.rules"
 
-#define fixture_fail(...)                                                               \
-        G_STMT_START {                                                                  \
-                g_autofree char *msg_ = g_strdup_printf(__VA_ARGS__);                   \
-                g_assertion_message(G_LOG_DOMAIN, __FILE__, __LINE__, G_STRFUNC, msg_); \
-        } G_STMT_END
-
-struct LoopdFixturePrivate {
-        int crash_slot;
-
-        pid_t bus_pid;
-
-        pid_t polkit_pid;     /* unshare, our child; polkitd dies with its namespace */
-        pid_t polkitd_pid;    /* polkitd as the host sees it, not our child */
-        guint64 polkitd_start;
-        pid_t probe_pid;      /* sleeps as nobody: the subject of the rules probe */
-        guint64 probe_start;
-        guint rules_generation;
-        char *actions_dir, *rules_dir, *empty_dir;
-
-        pid_t daemon_pid;
-        char **daemon_args; /* the test's extra arguments of the last start */
-        int notify_fd;
-        char *notify_path;
-        gboolean daemon_ready;
-        char *daemon_status;
-
-        GPtrArray *callers; /* LoopdCaller *, not owned */
-        pid_t janitor_pid;
-        int janitor_fd;
-        int lifeline_fd;      /* write end of <tmpdir>/lifeline.fifo, see lifeline.c */
-        char *lifeline_fifo;
-        char *activated_dir;  /* <tmpdir>/activated: PID.status of activated services */
-        gboolean activated_loopd;
-        gboolean set_env;
-};
-
 struct LoopdCaller {
         LoopdFixture *f;
         pid_t pid;
@@ -103,11 +69,11 @@ double loopd_test_timeout_scale(void) {
         return v >= 1.0 ? v : 1.0;
 }
 
-static gint64 deadline_after(double sec) {
+gint64 fixture_deadline_after(double sec) {
         return g_get_monotonic_time() + (gint64) (sec * loopd_test_timeout_scale() * G_USEC_PER_SEC);
 }
 
-static gboolean past(gint64 deadline) {
+gboolean fixture_past(gint64 deadline) {
         return g_get_monotonic_time() >= deadline;
 }
 
@@ -129,8 +95,8 @@ static char *describe_status(int st) {
 }
 
 /* Reaps @pid within @timeout_sec (scaled). TRUE and *status when reaped. */
-static gboolean wait_child(pid_t pid, double timeout_sec, int *status) {
-        gint64 deadline = deadline_after(timeout_sec);
+gboolean fixture_wait_child(pid_t pid, double timeout_sec, int *status) {
+        gint64 deadline = fixture_deadline_after(timeout_sec);
         gulong sleep_us = 1000;
 
         for (;;) {
@@ -141,7 +107,7 @@ static gboolean wait_child(pid_t pid, double timeout_sec, int *status) {
                         *status = 0;
                         return TRUE; /* not ours (any more): nothing to wait for */
                 }
-                if (past(deadline))
+                if (fixture_past(deadline))
                         return FALSE;
                 g_usleep(sleep_us);
                 sleep_us = MIN(sleep_us * 2, 20000);
@@ -149,7 +115,7 @@ static gboolean wait_child(pid_t pid, double timeout_sec, int *status) {
 }
 
 /* SIGKILL and reap; for children whose exit status does not matter. */
-static void kill_child(pid_t pid) {
+void fixture_kill_child(pid_t pid) {
         int st;
         if (pid <= 0)
                 return;
@@ -220,351 +186,20 @@ static const char *env_or(const char *name, const char *fallback) {
 /* ---- the crash path ----------------------------------------------------- */
 
 /*
- * A static registry of what each live fixture owns. The signal handler
- * reads it; the normal path writes it only while the handler cannot run on
- * this thread at the same time (signals are delivered between statements,
- * and every field is written before the pid it guards is published).
+ * Everything a fixture starts or makes is registered with the emergency
+ * cleanup (emergency.h) the moment it exists and forgotten when the normal
+ * path has undone it: a failed g_assert (abort), meson's SIGTERM, the
+ * watchdog's SIGALRM, a SIGKILL or an _exit() then still leaves nothing.
  */
-#define CRASH_SLOTS 4
-#define CRASH_PIDS 64
-
-typedef struct CrashSlot {
-        volatile sig_atomic_t used;
-        char tmpdir[256];
-        volatile pid_t pids[CRASH_PIDS];
-        volatile sig_atomic_t is_child[CRASH_PIDS];
-} CrashSlot;
-
-static CrashSlot crash_slots[CRASH_SLOTS];
-static volatile sig_atomic_t crash_cleaning;
-static char watchdog_test_path[512];
-static struct sigaction old_actions[NSIG];
-
-static void crash_track(LoopdFixture *f, pid_t pid, gboolean is_child) {
-        CrashSlot *s = &crash_slots[f->priv->crash_slot];
-
-        for (size_t i = 0; i < CRASH_PIDS; i++)
-                if (s->pids[i] == 0) {
-                        s->is_child[i] = is_child;
-                        s->pids[i] = pid;
-                        return;
-                }
-        fixture_fail("more than %d live children in one fixture", CRASH_PIDS);
+void fixture_track_pid(LoopdFixture *f, pid_t pid, gboolean is_child) {
+        int r = emergency_add_pid(pid, is_child ? EMERGENCY_PID_CHILD : 0);
+        if (r < 0 && !(r == -ESRCH && !is_child)) /* a non-child already gone: nothing to kill */
+                fixture_fail("registering pid %d for the emergency cleanup: %s", (int) pid, g_strerror(-r));
 }
 
-static void crash_untrack(LoopdFixture *f, pid_t pid) {
-        CrashSlot *s = &crash_slots[f->priv->crash_slot];
-
-        if (pid <= 0)
-                return;
-        for (size_t i = 0; i < CRASH_PIDS; i++)
-                if (s->pids[i] == pid)
-                        s->pids[i] = 0;
-}
-
-static void say(const char *s) {
-        ssize_t n = write(STDERR_FILENO, s, strlen(s));
-        (void) n;
-}
-
-struct dirent64_raw {
-        uint64_t d_ino;
-        int64_t d_off;
-        unsigned short d_reclen;
-        unsigned char d_type;
-        char d_name[];
-};
-
-static bool is_dot(const char *n) {
-        return n[0] == '.' && (n[1] == 0 || (n[1] == '.' && n[2] == 0));
-}
-
-/* Empties the directory @dfd, never following symlinks; async-signal-safe. */
-static void rm_rf_children(int dfd, int depth) {
-        char buf[2048] __attribute__((aligned(8)));
-
-        if (depth > 32)
-                return;
-        /* Unlinking while reading a directory may make getdents skip
-         * entries; go round until a pass removes nothing. */
-        for (int pass = 0; pass < 64; pass++) {
-                bool removed = false;
-
-                if (lseek(dfd, 0, SEEK_SET) < 0)
-                        return;
-                for (;;) {
-                        long n = syscall(SYS_getdents64, dfd, buf, sizeof buf);
-                        if (n <= 0)
-                                break;
-                        for (long off = 0; off < n;) {
-                                struct dirent64_raw *d = (struct dirent64_raw *) (buf + off);
-                                off += d->d_reclen;
-                                if (is_dot(d->d_name))
-                                        continue;
-                                if (unlinkat(dfd, d->d_name, 0) == 0) {
-                                        removed = true;
-                                        continue;
-                                }
-                                int sub = openat(dfd, d->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                                if (sub < 0)
-                                        continue;
-                                rm_rf_children(sub, depth + 1);
-                                close(sub);
-                                if (unlinkat(dfd, d->d_name, AT_REMOVEDIR) == 0)
-                                        removed = true;
-                        }
-                }
-                if (!removed)
-                        return;
-        }
-}
-
-static int rm_rf(const char *path) {
-        int dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (dfd < 0)
-                return errno == ENOENT ? 0 : -errno;
-        rm_rf_children(dfd, 0);
-        close(dfd);
-        return rmdir(path) < 0 && errno != ENOENT ? -errno : 0;
-}
-
-/* LOOP_CLR_FD on every loop device whose backing file is under @dir.
- * Async-signal-safe; returns how many. */
-static unsigned detach_loops_under(const char *dir) {
-        char buf[4096] __attribute__((aligned(8)));
-        size_t dlen = strlen(dir);
-        unsigned count = 0;
-        int sysblock;
-
-        if (dlen == 0 || dlen > 200)
-                return 0;
-        sysblock = open("/sys/block", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (sysblock < 0)
-                return 0;
-
-        for (;;) {
-                long n = syscall(SYS_getdents64, sysblock, buf, sizeof buf);
-                if (n <= 0)
-                        break;
-                for (long off = 0; off < n;) {
-                        struct dirent64_raw *d = (struct dirent64_raw *) (buf + off);
-                        char path[300], backing[4096];
-                        size_t nlen = strlen(d->d_name);
-                        ssize_t got;
-                        int fd;
-
-                        off += d->d_reclen;
-                        if (strncmp(d->d_name, "loop", 4) != 0 || nlen > 64)
-                                continue;
-
-                        memcpy(path, d->d_name, nlen);
-                        memcpy(path + nlen, "/loop/backing_file", sizeof "/loop/backing_file");
-                        fd = openat(sysblock, path, O_RDONLY | O_CLOEXEC);
-                        if (fd < 0)
-                                continue; /* not attached */
-                        got = read(fd, backing, sizeof backing - 1);
-                        close(fd);
-                        if (got <= 0 || (size_t) got <= dlen || memcmp(backing, dir, dlen) != 0 ||
-                            backing[dlen] != '/')
-                                continue;
-
-                        memcpy(path, "/dev/", 5);
-                        memcpy(path + 5, d->d_name, nlen + 1);
-                        fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-                        if (fd < 0)
-                                continue;
-                        /* Held open elsewhere, the kernel defers the detach
-                         * to the last close (autoclear) and still says 0. */
-                        if (ioctl(fd, LOOP_CLR_FD, 0) == 0)
-                                count++;
-                        close(fd);
-                }
-        }
-        close(sysblock);
-        return count;
-}
-
-/* Kills everything of every live fixture, detaches their loop devices and
- * removes their temp dirs. Async-signal-safe, idempotent. */
-static void crash_cleanup(void) {
-        if (crash_cleaning)
-                return;
-        crash_cleaning = 1;
-
-        for (size_t s = 0; s < CRASH_SLOTS; s++) {
-                CrashSlot *slot = &crash_slots[s];
-                if (!slot->used)
-                        continue;
-                /* Kill order does not matter here: nothing's exit status is
-                 * read any more. */
-                for (size_t i = 0; i < CRASH_PIDS; i++)
-                        if (slot->pids[i] > 0)
-                                (void) kill(slot->pids[i], SIGKILL);
-                for (size_t i = 0; i < CRASH_PIDS; i++)
-                        if (slot->pids[i] > 0) {
-                                /* Bounded: a child stuck in the kernel (D
-                                 * state) must not hang the crash path. */
-                                for (int tries = 0; slot->is_child[i] && tries < 500; tries++) {
-                                        int st;
-                                        pid_t r = waitpid(slot->pids[i], &st, WNOHANG);
-                                        if (r != 0 && !(r < 0 && errno == EINTR))
-                                                break;
-                                        struct timespec ts = { .tv_nsec = 10 * 1000 * 1000 };
-                                        (void) nanosleep(&ts, NULL);
-                                }
-                                slot->pids[i] = 0;
-                        }
-        }
-        for (size_t s = 0; s < CRASH_SLOTS; s++) {
-                CrashSlot *slot = &crash_slots[s];
-                if (!slot->used)
-                        continue;
-                (void) detach_loops_under(slot->tmpdir);
-                (void) rm_rf(slot->tmpdir);
-                say("loopd-fixture: crash cleanup: children killed, loop devices detached, removed ");
-                say(slot->tmpdir);
-                say("\n");
-                slot->used = 0;
-        }
-        crash_cleaning = 0;
-}
-
-static void crash_handler(int sig, siginfo_t *si, void *ctx) {
-        int saved_errno = errno;
-
-        if (sig == SIGALRM) {
-                say("loopd-fixture: watchdog: test ");
-                say(watchdog_test_path);
-                say(" did not finish in time (LOOPD_TEST_WATCHDOG_SEC); killing it\n");
-        }
-        crash_cleanup();
-
-        /* Hand the signal to whoever had it before (a sanitizer's handler,
-         * or the default action). A fault raised by the CPU re-faults on
-         * return and reaches the old handler with its real context. */
-        (void) sigaction(sig, &old_actions[sig], NULL);
-        errno = saved_errno;
-        if ((sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE) && si && si->si_code > 0)
-                return;
-        raise(sig);
-}
-
-static void crash_atexit(void) {
-        crash_cleanup();
-}
-
-static void install_crash_handlers_once(void) {
-        static gsize done = 0;
-        static const int sigs[] = { SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTERM, SIGINT, SIGHUP, SIGALRM };
-
-        if (!g_once_init_enter(&done))
-                return;
-
-        /* A stack overflow must still reach the cleanup. A sanitizer may
-         * have set up an alternate stack already; keep it then. */
-        static char altstack[256 * 1024] __attribute__((aligned(16)));
-        stack_t ss = { .ss_sp = altstack, .ss_size = sizeof altstack }, current;
-        if (sigaltstack(NULL, &current) == 0 && (current.ss_flags & SS_DISABLE))
-                (void) sigaltstack(&ss, NULL);
-
-        for (size_t i = 0; i < G_N_ELEMENTS(sigs); i++) {
-                struct sigaction sa = {
-                        .sa_sigaction = crash_handler,
-                        .sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER,
-                };
-                sigemptyset(&sa.sa_mask);
-                (void) sigaction(sigs[i], &sa, &old_actions[sigs[i]]);
-        }
-        atexit(crash_atexit);
-        g_once_init_leave(&done, 1);
-}
-
-static int crash_register(const char *tmpdir) {
-        for (int s = 0; s < CRASH_SLOTS; s++)
-                if (!crash_slots[s].used) {
-                        memset((void *) &crash_slots[s], 0, sizeof crash_slots[s]);
-                        g_strlcpy(crash_slots[s].tmpdir, tmpdir, sizeof crash_slots[s].tmpdir);
-                        crash_slots[s].used = 1;
-                        return s;
-                }
-        fixture_fail("more than %d fixtures alive at once", CRASH_SLOTS);
-        return -1;
-}
-
-/*
- * The janitor: a fork of the test process, made right after the temp dir,
- * that waits for the test process to go away and then detaches the loop
- * devices and removes the temp dir. It covers what no handler in the test
- * process can: SIGKILL (meson's second try at a timeout) and _exit(), which
- * is what g_assert() does inside g_test_trap_subprocess() children. The
- * children themselves die by PR_SET_PDEATHSIG then; loop devices and files
- * would not. It is the one child without PR_SET_PDEATHSIG, in a session of
- * its own so meson's kill of the process group does not reach it, and uses
- * only async-signal-safe calls (it is a fork of a threaded process).
- * Teardown writes 'q' to dismiss it.
- */
-static pid_t start_janitor(const char *tmpdir, int *ret_fd) {
-        int p[2];
-        pid_t pid;
-
-        if (pipe2(p, O_CLOEXEC) < 0)
-                fixture_fail("pipe: %s", g_strerror(errno));
-        pid = fork();
-        if (pid < 0)
-                fixture_fail("fork: %s", g_strerror(errno));
-        if (pid == 0) {
-                static const int ignored[] = { SIGTERM, SIGINT, SIGHUP, SIGALRM, SIGPIPE };
-                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-                char c;
-                ssize_t n;
-
-                (void) setsid();
-                for (size_t i = 0; i < G_N_ELEMENTS(ignored); i++)
-                        signal(ignored[i], SIG_IGN);
-                signal(SIGABRT, SIG_DFL);
-                signal(SIGSEGV, SIG_DFL);
-                /* Hold nothing of the test's: no bus socket, no pipe of
-                 * meson's, no other fixture's fds. */
-                if (null >= 0) {
-                        dup2(null, 0);
-                        dup2(null, 1);
-                        dup2(null, 2);
-                }
-                if (dup2(p[0], 3) < 0)
-                        _exit(1);
-                (void) syscall(SYS_close_range, 4U, ~0U, 0U);
-
-                do
-                        n = read(3, &c, 1);
-                while (n < 0 && errno == EINTR);
-                if (n == 1 && c == 'q')
-                        _exit(0);
-
-                /* The test is gone. loopd got SIGKILL from PR_SET_PDEATHSIG
-                 * at the same moment; scan a few times in case it was just
-                 * attaching something. */
-                for (int i = 0; i < 5; i++) {
-                        struct timespec ts = { .tv_nsec = 100 * 1000 * 1000 };
-                        (void) detach_loops_under(tmpdir);
-                        (void) nanosleep(&ts, NULL);
-                }
-                (void) rm_rf(tmpdir);
-                _exit(0);
-        }
-        close(p[0]);
-        *ret_fd = p[1];
-        return pid;
-}
-
-static void dismiss_janitor(pid_t pid, int fd) {
-        int st;
-
-        if (pid <= 0)
-                return;
-        if (write(fd, "q", 1) != 1)
-                (void) kill(pid, SIGKILL);
-        close(fd);
-        (void) waitpid(pid, &st, 0);
+void fixture_untrack_pid(LoopdFixture *f, pid_t pid) {
+        if (pid > 0)
+                emergency_forget_pid(pid);
 }
 
 /* ---- spawning ------------------------------------------------------------ */
@@ -583,7 +218,7 @@ static void child_setup(gpointer user_data) {
         (void) sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-static char **base_env(LoopdFixture *f) {
+char **fixture_base_env(LoopdFixture *f) {
         static const char *const drop[] = {
                 "DBUS_SESSION_BUS_ADDRESS", "DBUS_STARTER_ADDRESS", "DBUS_STARTER_BUS_TYPE",
                 "NOTIFY_SOCKET", "RUNTIME_DIRECTORY", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
@@ -605,7 +240,7 @@ static char **base_env(LoopdFixture *f) {
  * stdout goes to our stderr unless piped: GTest's TAP output is our stdout.
  * @map_fd (>= 0) becomes fd 3 in the child.
  */
-static pid_t spawn(LoopdFixture *f, const char *const *argv, char **env, const char *cwd,
+pid_t fixture_spawn(LoopdFixture *f, const char *const *argv, char **env, const char *cwd,
                    int map_fd, int *stdin_pipe, int *stdout_pipe, int *stderr_pipe, GError **error) {
         int source_fds[1] = { map_fd }, target_fds[1] = { 3 };
         int out_fd = -1;
@@ -682,24 +317,24 @@ static void start_bus(LoopdFixture *f) {
                 fixture_fail("pipe: %s", g_strerror(errno));
 
         arg = g_strconcat("--config-file=", config_path, NULL);
-        env = base_env(f);
-        f->priv->bus_pid = spawn(f,
+        env = fixture_base_env(f);
+        f->priv->bus_pid = fixture_spawn(f,
                                  (const char *const[]) { dbus_daemon, "--nofork", "--nopidfile", "--nosyslog",
                                                          "--print-address=3", arg, NULL },
                                  env, "/", pipefd[1], NULL, NULL, NULL, &error);
         close(pipefd[1]);
         if (!f->priv->bus_pid)
                 fixture_fail("starting %s: %s", dbus_daemon, error->message);
-        crash_track(f, f->priv->bus_pid, TRUE);
+        fixture_track_pid(f, f->priv->bus_pid, TRUE);
 
         /* The address line is its readiness: it listens before printing. */
-        deadline = deadline_after(10);
+        deadline = fixture_deadline_after(10);
         while (!strchr(line->str, '\n')) {
                 struct pollfd p = { .fd = pipefd[0], .events = POLLIN };
                 char buf[256];
                 ssize_t n;
 
-                if (past(deadline))
+                if (fixture_past(deadline))
                         fixture_fail("dbus-daemon printed no address within 10 s");
                 if (poll(&p, 1, 100) <= 0)
                         continue;
@@ -739,9 +374,9 @@ static void stop_bus(LoopdFixture *f) {
         }
         if (f->priv->bus_pid > 0) {
                 (void) kill(f->priv->bus_pid, SIGTERM);
-                if (!wait_child(f->priv->bus_pid, 5, &st))
-                        kill_child(f->priv->bus_pid);
-                crash_untrack(f, f->priv->bus_pid);
+                if (!fixture_wait_child(f->priv->bus_pid, 5, &st))
+                        fixture_kill_child(f->priv->bus_pid);
+                fixture_untrack_pid(f, f->priv->bus_pid);
                 f->priv->bus_pid = 0;
         }
         if (f->priv->set_env) {
@@ -765,7 +400,7 @@ pid_t loopd_fixture_name_owner_pid(LoopdFixture *f, const char *name) {
 }
 
 gboolean loopd_fixture_wait_name(LoopdFixture *f, const char *name, gboolean owned, double timeout_sec) {
-        gint64 deadline = deadline_after(timeout_sec);
+        gint64 deadline = fixture_deadline_after(timeout_sec);
 
         for (;;) {
                 g_autoptr(GVariant) r = g_dbus_connection_call_sync(
@@ -778,7 +413,7 @@ gboolean loopd_fixture_wait_name(LoopdFixture *f, const char *name, gboolean own
                         g_variant_get(r, "(b)", &has);
                 if (has == owned)
                         return TRUE;
-                if (past(deadline))
+                if (fixture_past(deadline))
                         return FALSE;
                 g_usleep(10000);
         }
@@ -844,17 +479,14 @@ static void write_rules(LoopdFixture *f, const char *rules) {
         f->priv->rules_generation++;
         probe_js = g_strdup_printf(
                 "// Written by the loopd test fixture: lets it see which rules are loaded.\n"
-                "polkit.addRule(function(action, subject) {\n"
-                "        if (action.id == \"" PROBE_ACTION "\")\n"
-                "                return action.lookup(\"" PROBE_DETAIL "\") == \"%u\" ?\n"
-                "                        polkit.Result.YES : polkit.Result.NO;\n"
-                "});\n",
+                LOOPD_RULE_IF(YES, "*", PROBE_ACTION, "action.lookup('" PROBE_DETAIL "') == '%u'")
+                LOOPD_RULE_DENY("*", PROBE_ACTION),
                 f->priv->rules_generation);
         write_file_or_fail(probe, probe_js, 0644);
 }
 
 static void wait_rules_loaded(LoopdFixture *f) {
-        gint64 deadline = deadline_after(20);
+        gint64 deadline = fixture_deadline_after(20);
         g_autoptr(GError) last = NULL;
 
         for (;;) {
@@ -867,7 +499,7 @@ static void wait_rules_loaded(LoopdFixture *f) {
                         g_clear_error(&last);
                         last = g_steal_pointer(&error);
                 }
-                if (past(deadline))
+                if (fixture_past(deadline))
                         fixture_fail("polkitd did not load rules generation %u within 20 s%s%s",
                                      f->priv->rules_generation, last ? ": " : "", last ? last->message : "");
                 g_usleep(50000);
@@ -876,29 +508,29 @@ static void wait_rules_loaded(LoopdFixture *f) {
 
 static pid_t spawn_probe(LoopdFixture *f) {
         g_autoptr(GError) error = NULL;
-        g_auto(GStrv) env = base_env(f);
+        g_auto(GStrv) env = fixture_base_env(f);
         g_autofree char *uid_line = g_strdup_printf("Uid:\t%d\t", LOOPD_TEST_NOBODY);
         g_autofree char *status_path = NULL;
         gint64 deadline;
         pid_t pid;
 
-        pid = spawn(f,
+        pid = fixture_spawn(f,
                     (const char *const[]) { "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                                             "--pdeathsig=KILL", "--", "sleep", "infinity", NULL },
                     env, "/", -1, NULL, NULL, NULL, &error);
         if (!pid)
                 fixture_fail("starting the polkit probe process: %s", error->message);
-        crash_track(f, pid, TRUE);
+        fixture_track_pid(f, pid, TRUE);
 
         /* polkitd must see the process as nobody: before setpriv changed
          * its uid it was root, whom polkit authorizes for everything. */
         status_path = g_strdup_printf("/proc/%d/status", (int) pid);
-        deadline = deadline_after(10);
+        deadline = fixture_deadline_after(10);
         for (;;) {
                 g_autofree char *status = NULL;
                 if (g_file_get_contents(status_path, &status, NULL, NULL) && strstr(status, uid_line))
                         break;
-                if (past(deadline))
+                if (fixture_past(deadline))
                         fixture_fail("the polkit probe process did not become uid %d", LOOPD_TEST_NOBODY);
                 g_usleep(2000);
         }
@@ -965,8 +597,8 @@ gboolean loopd_fixture_start_polkit(LoopdFixture *f, const char *rules) {
          * kills everything in its namespace. /proc stays the host's, so
          * polkitd still reads the bus's (host) pids of its subjects.
          */
-        env = base_env(f);
-        f->priv->polkit_pid = spawn(
+        env = fixture_base_env(f);
+        f->priv->polkit_pid = fixture_spawn(
                 f,
                 (const char *const[]) {
                         unshare, "--mount", "--pid", "--kill-child=SIGKILL", "--propagation", "private", "--",
@@ -982,26 +614,26 @@ gboolean loopd_fixture_start_polkit(LoopdFixture *f, const char *rules) {
                 env, "/", -1, NULL, NULL, NULL, &error);
         if (!f->priv->polkit_pid)
                 fixture_fail("starting polkitd: %s", error->message);
-        crash_track(f, f->priv->polkit_pid, TRUE);
+        fixture_track_pid(f, f->priv->polkit_pid, TRUE);
 
-        deadline = deadline_after(20);
+        deadline = fixture_deadline_after(20);
         for (;;) {
                 int st;
                 pid_t pk = loopd_fixture_name_owner_pid(f, LOOPD_POLKIT_BUS_NAME);
                 if (pk > 0) {
                         f->priv->polkitd_pid = pk;
                         f->priv->polkitd_start = proc_start_time(pk);
-                        crash_track(f, pk, FALSE);
+                        fixture_track_pid(f, pk, FALSE);
                         break;
                 }
                 if (waitpid(f->priv->polkit_pid, &st, WNOHANG) == f->priv->polkit_pid) {
                         g_autofree char *why = describe_status(st);
-                        crash_untrack(f, f->priv->polkit_pid);
+                        fixture_untrack_pid(f, f->priv->polkit_pid);
                         f->priv->polkit_pid = 0;
                         fixture_fail("polkitd (in unshare) ended before it owned %s: %s; see its stderr above",
                                      LOOPD_POLKIT_BUS_NAME, why);
                 }
-                if (past(deadline))
+                if (fixture_past(deadline))
                         fixture_fail("polkitd did not own %s within 20 s", LOOPD_POLKIT_BUS_NAME);
                 g_usleep(10000);
         }
@@ -1023,23 +655,23 @@ void loopd_fixture_stop_polkit(LoopdFixture *f) {
                 return;
         /* SIGKILL to unshare: --kill-child takes down PID 1 of the namespace,
          * and the kernel the rest. SIGKILL also ends a SIGSTOPped polkitd. */
-        kill_child(f->priv->polkit_pid);
-        crash_untrack(f, f->priv->polkit_pid);
+        fixture_kill_child(f->priv->polkit_pid);
+        fixture_untrack_pid(f, f->priv->polkit_pid);
         f->priv->polkit_pid = 0;
 
-        deadline = deadline_after(10);
+        deadline = fixture_deadline_after(10);
         while (pid_alive(f->priv->polkitd_pid, f->priv->polkitd_start)) {
-                if (past(deadline)) {
+                if (fixture_past(deadline)) {
                         (void) kill(f->priv->polkitd_pid, SIGKILL);
                         fixture_fail("polkitd %d outlived its PID namespace", (int) f->priv->polkitd_pid);
                 }
                 g_usleep(5000);
         }
-        crash_untrack(f, f->priv->polkitd_pid);
+        fixture_untrack_pid(f, f->priv->polkitd_pid);
         f->priv->polkitd_pid = 0;
 
-        kill_child(f->priv->probe_pid);
-        crash_untrack(f, f->priv->probe_pid);
+        fixture_kill_child(f->priv->probe_pid);
+        fixture_untrack_pid(f, f->priv->probe_pid);
         f->priv->probe_pid = 0;
 
         if (f->bus && !loopd_fixture_wait_name(f, LOOPD_POLKIT_BUS_NAME, FALSE, 10))
@@ -1125,6 +757,68 @@ static GPtrArray *daemon_argv(LoopdFixture *f, const char *binary, const char *c
         return argv;
 }
 
+/*
+ * loopd reports over NOTIFY_SOCKET with sd_notify(), which sends on a
+ * blocking datagram socket: once the receive queue is full
+ * (/proc/sys/net/unix/max_dgram_qlen, 10 by default) every further
+ * sd_notify() blocks loopd's only thread until someone reads. So the
+ * fixture reads all the time, from a thread, whatever the test does, and
+ * keeps what a test may ask for: READY=1 since the last start, the last
+ * STATUS=.
+ */
+static void notify_parse(LoopdFixture *f, const char *msg) {
+        g_auto(GStrv) lines = g_strsplit(msg, "\n", 0);
+
+        for (char **l = lines; *l; l++) {
+                if (strcmp(*l, "READY=1") == 0)
+                        f->priv->daemon_ready = TRUE;
+                else if (g_str_has_prefix(*l, "STATUS=")) {
+                        g_free(f->priv->daemon_status);
+                        f->priv->daemon_status = g_strdup(*l + strlen("STATUS="));
+                }
+        }
+}
+
+static gpointer notify_thread(gpointer data) {
+        LoopdFixture *f = data;
+        LoopdFixturePrivate *p = f->priv;
+
+        for (;;) {
+                struct pollfd pfd[2] = { { .fd = p->notify_fd, .events = POLLIN },
+                                         { .fd = p->notify_wake[0], .events = POLLIN } };
+                char buf[4096], c;
+                guint64 requested;
+                gboolean stop;
+
+                if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+                        break;
+                /* Everything queued now, before answering a drain request. */
+                for (;;) {
+                        ssize_t n = recv(p->notify_fd, buf, sizeof buf - 1, MSG_DONTWAIT);
+                        if (n < 0 && errno == EINTR)
+                                continue;
+                        if (n <= 0)
+                                break;
+                        buf[n] = 0;
+                        g_mutex_lock(&p->notify_lock);
+                        notify_parse(f, buf);
+                        g_cond_broadcast(&p->notify_cond);
+                        g_mutex_unlock(&p->notify_lock);
+                }
+                while (read(p->notify_wake[0], &c, 1) == 1)
+                        ;
+                g_mutex_lock(&p->notify_lock);
+                requested = p->notify_sync_requested;
+                stop = p->notify_stop;
+                p->notify_sync_done = requested;
+                g_cond_broadcast(&p->notify_cond);
+                g_mutex_unlock(&p->notify_lock);
+                if (stop)
+                        break;
+        }
+        return NULL;
+}
+
 static void open_notify_socket(LoopdFixture *f) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
 
@@ -1137,24 +831,66 @@ static void open_notify_socket(LoopdFixture *f) {
         f->priv->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (f->priv->notify_fd < 0 || bind(f->priv->notify_fd, (struct sockaddr *) &sa, sizeof sa) < 0)
                 fixture_fail("notify socket %s: %s", f->priv->notify_path, g_strerror(errno));
+        if (pipe2(f->priv->notify_wake, O_CLOEXEC | O_NONBLOCK) < 0)
+                fixture_fail("pipe: %s", g_strerror(errno));
+        f->priv->notify_thread = g_thread_new("loopd-notify", notify_thread, f);
 }
 
-static void drain_notify(LoopdFixture *f) {
-        char buf[4096];
-        ssize_t n;
+static void wake_notify_thread(LoopdFixture *f) {
+        if (write(f->priv->notify_wake[1], "w", 1) < 0 && errno != EAGAIN)
+                fixture_fail("waking the notify reader: %s", g_strerror(errno));
+}
 
-        while (f->priv->notify_fd >= 0 && (n = recv(f->priv->notify_fd, buf, sizeof buf - 1, MSG_DONTWAIT)) > 0) {
-                buf[n] = 0;
-                g_auto(GStrv) lines = g_strsplit(buf, "\n", 0);
-                for (char **l = lines; *l; l++) {
-                        if (strcmp(*l, "READY=1") == 0)
-                                f->priv->daemon_ready = TRUE;
-                        else if (g_str_has_prefix(*l, "STATUS=")) {
-                                g_free(f->priv->daemon_status);
-                                f->priv->daemon_status = g_strdup(*l + 7);
-                        }
+/* Returns once the reader has taken in every datagram queued before the
+ * call: after loopd exited, its last words are then known. */
+static void notify_sync(LoopdFixture *f) {
+        gint64 deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+        guint64 ticket;
+
+        if (!f->priv->notify_thread)
+                return;
+        g_mutex_lock(&f->priv->notify_lock);
+        ticket = ++f->priv->notify_sync_requested;
+        g_mutex_unlock(&f->priv->notify_lock);
+        wake_notify_thread(f);
+        g_mutex_lock(&f->priv->notify_lock);
+        while (f->priv->notify_sync_done < ticket)
+                if (!g_cond_wait_until(&f->priv->notify_cond, &f->priv->notify_lock, deadline)) {
+                        g_mutex_unlock(&f->priv->notify_lock);
+                        fixture_fail("the NOTIFY_SOCKET reader did not answer within 10 s");
                 }
+        g_mutex_unlock(&f->priv->notify_lock);
+}
+
+static void close_notify_socket(LoopdFixture *f) {
+        if (f->priv->notify_thread) {
+                g_mutex_lock(&f->priv->notify_lock);
+                f->priv->notify_stop = TRUE;
+                g_mutex_unlock(&f->priv->notify_lock);
+                wake_notify_thread(f);
+                g_thread_join(g_steal_pointer(&f->priv->notify_thread));
         }
+        for (int i = 0; i < 2; i++)
+                if (f->priv->notify_wake[i] >= 0) {
+                        close(f->priv->notify_wake[i]);
+                        f->priv->notify_wake[i] = -1;
+                }
+        if (f->priv->notify_fd >= 0) {
+                close(f->priv->notify_fd);
+                f->priv->notify_fd = -1;
+        f->priv->notify_wake[0] = f->priv->notify_wake[1] = -1;
+        g_mutex_init(&f->priv->notify_lock);
+        g_cond_init(&f->priv->notify_cond);
+        }
+}
+
+static gboolean daemon_ready(LoopdFixture *f) {
+        gboolean ready;
+
+        g_mutex_lock(&f->priv->notify_lock);
+        ready = f->priv->daemon_ready;
+        g_mutex_unlock(&f->priv->notify_lock);
+        return ready;
 }
 
 gboolean loopd_fixture_start_daemon(LoopdFixture *f, const char *const *extra_args) {
@@ -1180,38 +916,39 @@ gboolean loopd_fixture_start_daemon(LoopdFixture *f, const char *const *extra_ar
         f->priv->daemon_args = saved;
 
         open_notify_socket(f);
-        drain_notify(f);
+        notify_sync(f); /* a previous loopd's last words are not this one's */
+        g_mutex_lock(&f->priv->notify_lock);
         f->priv->daemon_ready = FALSE;
         g_clear_pointer(&f->priv->daemon_status, g_free);
+        g_mutex_unlock(&f->priv->notify_lock);
 
         argv = daemon_argv(f, binary, (const char *const *) f->priv->daemon_args);
-        env = base_env(f);
+        env = fixture_base_env(f);
         env = g_environ_setenv(env, "NOTIFY_SOCKET", f->priv->notify_path, TRUE);
-        f->priv->daemon_pid = spawn(f, (const char *const *) argv->pdata, env, "/", -1, NULL, NULL, NULL, &error);
+        f->priv->daemon_pid = fixture_spawn(f, (const char *const *) argv->pdata, env, "/", -1, NULL, NULL, NULL, &error);
         if (!f->priv->daemon_pid)
                 fixture_fail("starting %s: %s", binary, error->message);
-        crash_track(f, f->priv->daemon_pid, TRUE);
+        fixture_track_pid(f, f->priv->daemon_pid, TRUE);
 
         /* Ready = owns the name (pid checked: after a kill -9 the bus may not
          * have dropped the old connection yet) and said READY=1. */
-        deadline = deadline_after(30);
+        deadline = fixture_deadline_after(30);
         for (;;) {
                 int st;
 
-                drain_notify(f);
-                if (f->priv->daemon_ready && loopd_fixture_name_owner_pid(f, LOOPD_BUS_NAME) == f->priv->daemon_pid)
+                if (daemon_ready(f) && loopd_fixture_name_owner_pid(f, LOOPD_BUS_NAME) == f->priv->daemon_pid)
                         return TRUE;
                 if (waitpid(f->priv->daemon_pid, &st, WNOHANG) == f->priv->daemon_pid) {
                         g_autofree char *why = describe_status(st);
-                        crash_untrack(f, f->priv->daemon_pid);
+                        fixture_untrack_pid(f, f->priv->daemon_pid);
                         f->priv->daemon_pid = 0;
                         fixture_fail("loopd exited while starting: %s; see its stderr above", why);
                 }
-                if (past(deadline))
+                if (fixture_past(deadline))
                         fixture_fail("loopd did not get ready within 30 s (owns %s: %s, READY=1 sent: %s)",
                                      LOOPD_BUS_NAME,
                                      loopd_fixture_name_owner_pid(f, LOOPD_BUS_NAME) == f->priv->daemon_pid ? "yes" : "no",
-                                     f->priv->daemon_ready ? "yes" : "no");
+                                     daemon_ready(f) ? "yes" : "no");
                 g_usleep(5000);
         }
 }
@@ -1220,11 +957,11 @@ int loopd_fixture_wait_daemon_exit(LoopdFixture *f, double timeout_sec) {
         int st;
 
         g_assert_cmpint(f->priv->daemon_pid, >, 0);
-        if (!wait_child(f->priv->daemon_pid, timeout_sec, &st))
+        if (!fixture_wait_child(f->priv->daemon_pid, timeout_sec, &st))
                 return -1;
-        crash_untrack(f, f->priv->daemon_pid);
+        fixture_untrack_pid(f, f->priv->daemon_pid);
         f->priv->daemon_pid = 0;
-        drain_notify(f);
+        notify_sync(f); /* its last STATUS= */
         return st;
 }
 
@@ -1237,8 +974,8 @@ int loopd_fixture_terminate_daemon(LoopdFixture *f) {
         st = loopd_fixture_wait_daemon_exit(f, 20);
         if (st == -1) {
                 pid_t pid = f->priv->daemon_pid;
-                kill_child(pid);
-                crash_untrack(f, pid);
+                fixture_kill_child(pid);
+                fixture_untrack_pid(f, pid);
                 f->priv->daemon_pid = 0;
                 fixture_fail("loopd (pid %d) did not exit within 20 s of SIGTERM", (int) pid);
         }
@@ -1260,8 +997,8 @@ void loopd_fixture_stop_daemon(LoopdFixture *f) {
 
 void loopd_fixture_kill_daemon(LoopdFixture *f) {
         g_assert_cmpint(f->priv->daemon_pid, >, 0);
-        kill_child(f->priv->daemon_pid);
-        crash_untrack(f, f->priv->daemon_pid);
+        fixture_kill_child(f->priv->daemon_pid);
+        fixture_untrack_pid(f, f->priv->daemon_pid);
         f->priv->daemon_pid = 0;
 }
 
@@ -1274,8 +1011,34 @@ pid_t loopd_fixture_daemon_pid(LoopdFixture *f) {
 }
 
 const char *loopd_fixture_daemon_status_text(LoopdFixture *f) {
-        drain_notify(f);
-        return f->priv->daemon_status;
+        notify_sync(f);
+        g_free(f->priv->status_snapshot);
+        g_mutex_lock(&f->priv->notify_lock);
+        f->priv->status_snapshot = g_strdup(f->priv->daemon_status);
+        g_mutex_unlock(&f->priv->notify_lock);
+        return f->priv->status_snapshot;
+}
+
+gboolean loopd_fixture_wait_daemon_status(LoopdFixture *f, const char *pattern, double timeout_sec) {
+        gint64 deadline = fixture_deadline_after(timeout_sec);
+        g_autofree char *last = NULL;
+        gboolean matched = FALSE;
+
+        g_assert_nonnull(f->priv->notify_thread); /* loopd was started by the fixture */
+        g_mutex_lock(&f->priv->notify_lock);
+        for (;;) {
+                matched = f->priv->daemon_status && g_pattern_match_simple(pattern, f->priv->daemon_status);
+                if (matched || !g_cond_wait_until(&f->priv->notify_cond, &f->priv->notify_lock, deadline))
+                        break;
+        }
+        if (!matched)
+                matched = f->priv->daemon_status && g_pattern_match_simple(pattern, f->priv->daemon_status);
+        last = g_strdup(f->priv->daemon_status);
+        g_mutex_unlock(&f->priv->notify_lock);
+        if (!matched)
+                g_test_message("loopd's STATUS= did not become \"%s\" within %.1f s; the last was \"%s\"", pattern,
+                               timeout_sec * loopd_test_timeout_scale(), last ? last : "(none)");
+        return matched;
 }
 
 /* ---- activation ----------------------------------------------------------- */
@@ -1374,7 +1137,7 @@ gboolean loopd_fixture_install_activation(LoopdFixture *f, const char *const *ex
 int loopd_fixture_activated_exit_status(LoopdFixture *f, pid_t pid, double timeout_sec) {
         g_autofree char *name = g_strdup_printf("%d.status", (int) pid);
         g_autofree char *path = g_build_filename(f->priv->activated_dir, name, NULL);
-        gint64 deadline = deadline_after(timeout_sec);
+        gint64 deadline = fixture_deadline_after(timeout_sec);
 
         for (;;) {
                 g_autofree char *text = NULL;
@@ -1382,7 +1145,7 @@ int loopd_fixture_activated_exit_status(LoopdFixture *f, pid_t pid, double timeo
                         (void) unlink(path);
                         return atoi(text);
                 }
-                if (past(deadline))
+                if (fixture_past(deadline))
                         return -1;
                 g_usleep(5000);
         }
@@ -1423,19 +1186,19 @@ gboolean loopd_fixture_stop_name_owner(LoopdFixture *f, const char *name) {
                 return FALSE;
         g_assert_cmpint(pid, !=, f->priv->daemon_pid); /* ours: loopd_fixture_stop_daemon() */
         start = proc_start_time(pid);
-        crash_track(f, pid, FALSE);
+        fixture_track_pid(f, pid, FALSE);
         (void) kill(pid, SIGTERM);
 
-        deadline = deadline_after(20);
+        deadline = fixture_deadline_after(20);
         while (pid_alive(pid, start) || !loopd_fixture_wait_name(f, name, FALSE, 0)) {
-                if (past(deadline)) {
+                if (fixture_past(deadline)) {
                         (void) kill(pid, SIGKILL);
-                        crash_untrack(f, pid);
+                        fixture_untrack_pid(f, pid);
                         fixture_fail("%s (pid %d) did not go away within 20 s of SIGTERM", name, (int) pid);
                 }
                 g_usleep(5000);
         }
-        crash_untrack(f, pid);
+        fixture_untrack_pid(f, pid);
         return TRUE;
 }
 
@@ -1480,7 +1243,7 @@ void loopd_fixture_run_as_full(LoopdFixture *f, uid_t uid, gid_t gid, const char
                                const char *const *argv, LoopdRunResult *r) {
         g_autoptr(GPtrArray) a = setpriv_argv(uid, gid, groups, argv);
         g_autoptr(GError) error = NULL;
-        g_auto(GStrv) env = base_env(f);
+        g_auto(GStrv) env = fixture_base_env(f);
         GString *out = g_string_new(NULL), *err = g_string_new(NULL);
         int in_fd = -1, out_fd = -1, err_fd = -1, st = 0;
         gboolean reaped = FALSE, timed_out = FALSE;
@@ -1488,11 +1251,11 @@ void loopd_fixture_run_as_full(LoopdFixture *f, uid_t uid, gid_t gid, const char
         pid_t pid;
 
         loopd_run_result_clear(r);
-        pid = spawn(f, (const char *const *) a->pdata, env, "/", -1, stdin_text ? &in_fd : NULL, &out_fd, &err_fd,
+        pid = fixture_spawn(f, (const char *const *) a->pdata, env, "/", -1, stdin_text ? &in_fd : NULL, &out_fd, &err_fd,
                     &error);
         if (!pid)
                 fixture_fail("running %s as %u: %s", argv[0], (unsigned) uid, error->message);
-        crash_track(f, pid, TRUE);
+        fixture_track_pid(f, pid, TRUE);
 
         if (stdin_text) {
                 size_t len = strlen(stdin_text);
@@ -1507,12 +1270,12 @@ void loopd_fixture_run_as_full(LoopdFixture *f, uid_t uid, gid_t gid, const char
                 close(in_fd);
         }
 
-        deadline = deadline_after(60);
+        deadline = fixture_deadline_after(60);
         while (out_fd >= 0 || err_fd >= 0) {
                 struct pollfd p[2] = { { .fd = out_fd, .events = POLLIN }, { .fd = err_fd, .events = POLLIN } };
                 char buf[4096];
 
-                if (!timed_out && past(deadline)) {
+                if (!timed_out && fixture_past(deadline)) {
                         timed_out = TRUE;
                         (void) kill(pid, SIGKILL);
                 }
@@ -1534,18 +1297,18 @@ void loopd_fixture_run_as_full(LoopdFixture *f, uid_t uid, gid_t gid, const char
                 /* A grandchild holding the pipes must not hang us. */
                 if (!reaped && waitpid(pid, &st, WNOHANG) == pid)
                         reaped = TRUE;
-                if (reaped && past(deadline))
+                if (reaped && fixture_past(deadline))
                         break;
         }
         if (out_fd >= 0)
                 close(out_fd);
         if (err_fd >= 0)
                 close(err_fd);
-        if (!reaped && !wait_child(pid, timed_out ? 5 : 60, &st)) {
-                kill_child(pid);
+        if (!reaped && !fixture_wait_child(pid, timed_out ? 5 : 60, &st)) {
+                fixture_kill_child(pid);
                 timed_out = TRUE;
         }
-        crash_untrack(f, pid);
+        fixture_untrack_pid(f, pid);
 
         r->status = timed_out ? -1 : status_to_code(st);
         r->out = g_string_free(out, FALSE);
@@ -1593,16 +1356,16 @@ void loopd_fixture_call_as(LoopdFixture *f, uid_t uid, gid_t gid, LoopdRunResult
 LoopdCaller *loopd_fixture_spawn_as(LoopdFixture *f, uid_t uid, gid_t gid, const char *const *argv) {
         g_autoptr(GPtrArray) a = setpriv_argv(uid, gid, NULL, argv);
         g_autoptr(GError) error = NULL;
-        g_auto(GStrv) env = base_env(f);
+        g_auto(GStrv) env = fixture_base_env(f);
         LoopdCaller *c = g_new0(LoopdCaller, 1);
 
         c->f = f;
         c->stdin_fd = c->stdout_fd = -1;
         c->buf = g_string_new(NULL);
-        c->pid = spawn(f, (const char *const *) a->pdata, env, "/", -1, &c->stdin_fd, &c->stdout_fd, NULL, &error);
+        c->pid = fixture_spawn(f, (const char *const *) a->pdata, env, "/", -1, &c->stdin_fd, &c->stdout_fd, NULL, &error);
         if (!c->pid)
                 fixture_fail("starting %s as %u: %s", argv[0], (unsigned) uid, error->message);
-        crash_track(f, c->pid, TRUE);
+        fixture_track_pid(f, c->pid, TRUE);
         g_ptr_array_add(f->priv->callers, c);
         return c;
 }
@@ -1618,7 +1381,7 @@ LoopdCaller *loopd_fixture_spawn_caller_as(LoopdFixture *f, uid_t uid, gid_t gid
 }
 
 char *loopd_caller_read_line(LoopdCaller *c) {
-        gint64 deadline = deadline_after(60);
+        gint64 deadline = fixture_deadline_after(60);
 
         for (;;) {
                 char *nl = strchr(c->buf->str, '\n');
@@ -1631,7 +1394,7 @@ char *loopd_caller_read_line(LoopdCaller *c) {
                         g_string_erase(c->buf, 0, nl - c->buf->str + 1);
                         return line;
                 }
-                if (c->eof || c->stdout_fd < 0 || past(deadline))
+                if (c->eof || c->stdout_fd < 0 || fixture_past(deadline))
                         return NULL;
                 if (poll(&p, 1, 100) <= 0)
                         continue;
@@ -1664,13 +1427,13 @@ int loopd_caller_wait(LoopdCaller *c) {
 
         if (c->reaped)
                 return c->status;
-        if (!wait_child(c->pid, 60, &st)) {
-                kill_child(c->pid);
+        if (!fixture_wait_child(c->pid, 60, &st)) {
+                fixture_kill_child(c->pid);
                 c->status = -1;
         } else
                 c->status = status_to_code(st);
         c->reaped = TRUE;
-        crash_untrack(c->f, c->pid);
+        fixture_untrack_pid(c->f, c->pid);
         return c->status;
 }
 
@@ -1678,8 +1441,8 @@ void loopd_caller_free(LoopdCaller *c) {
         if (!c)
                 return;
         if (!c->reaped) {
-                kill_child(c->pid);
-                crash_untrack(c->f, c->pid);
+                fixture_kill_child(c->pid);
+                fixture_untrack_pid(c->f, c->pid);
         }
         loopd_caller_close_stdin(c);
         if (c->stdout_fd >= 0)
@@ -1722,7 +1485,7 @@ guint loopd_fixture_count_loops(LoopdFixture *f) {
 }
 
 guint loopd_fixture_detach_loops(LoopdFixture *f) {
-        return detach_loops_under(f->tmpdir);
+        return emergency_detach_loops_under(f->tmpdir);
 }
 
 /* ---- setup and teardown -------------------------------------------------- */
@@ -1782,21 +1545,30 @@ void loopd_fixture_setup(LoopdFixture *f, gconstpointer data) {
 
         memset(f, 0, sizeof *f);
         f->priv = g_new0(LoopdFixturePrivate, 1);
-        f->priv->crash_slot = -1;
+        f->priv->crash_loops_id = f->priv->crash_tmpdir_id = -1;
         f->priv->notify_fd = -1;
-        f->priv->janitor_fd = -1;
         f->priv->lifeline_fd = -1;
         f->priv->callers = g_ptr_array_new();
+        f->priv->fuse_mounts = g_ptr_array_new();
 
         if (!skip_unless_runnable(f)) {
                 f->skipped = TRUE;
                 return;
         }
-        install_crash_handlers_once();
+        {
+                int r = emergency_init(EMERGENCY_INIT_JANITOR);
+                if (r < 0)
+                        fixture_fail("emergency cleanup: %s", g_strerror(-r));
+        }
 
         make_tmpdir(f);
-        f->priv->crash_slot = crash_register(f->tmpdir);
-        f->priv->janitor_pid = start_janitor(f->tmpdir, &f->priv->janitor_fd);
+        /* The temp dir goes after the loop devices it backs (the cleanup's
+         * order), and before anything is made in it. */
+        f->priv->crash_tmpdir_id = emergency_add_path(f->tmpdir);
+        f->priv->crash_loops_id = emergency_add_loops_under(f->tmpdir);
+        if (f->priv->crash_tmpdir_id < 0 || f->priv->crash_loops_id < 0)
+                fixture_fail("registering %s for the emergency cleanup: %s", f->tmpdir,
+                             g_strerror(-MIN(f->priv->crash_tmpdir_id, f->priv->crash_loops_id)));
         f->image_dir = g_build_filename(f->tmpdir, "images", NULL);
         f->state_dir = g_build_filename(f->tmpdir, "state", NULL);
         f->service_dir = g_build_filename(f->tmpdir, "services", NULL);
@@ -1807,8 +1579,12 @@ void loopd_fixture_setup(LoopdFixture *f, gconstpointer data) {
         make_dir(f->priv->activated_dir, 0755);
 
         watchdog = o && o->watchdog_sec ? o->watchdog_sec : wd_env ? (guint) atoi(wd_env) : 300;
-        g_strlcpy(watchdog_test_path, g_test_get_path() ? g_test_get_path() : "(no test)",
-                  sizeof watchdog_test_path);
+        {
+                g_autofree char *msg = g_strdup_printf("loopd-fixture: watchdog: test %s did not finish in time "
+                                                       "(LOOPD_TEST_WATCHDOG_SEC); killing it",
+                                                       g_test_get_path() ? g_test_get_path() : "(no test)");
+                emergency_set_alarm_message(msg);
+        }
         alarm((guint) (watchdog * loopd_test_timeout_scale()));
 
         start_bus(f);
@@ -1825,6 +1601,10 @@ void loopd_fixture_teardown(LoopdFixture *f, gconstpointer data) {
         if (!f->priv)
                 return;
         alarm(0);
+
+        /* Before anything is stopped: a process blocked in a FUSE request
+         * (loopd in LOOP_CONFIGURE, a caller in open()) could not exit. */
+        fixture_fuse_abort_all(f);
 
         /* Callers first, then loopd (whose exit status matters), polkitd,
          * and the bus last: loopd must not see its bus vanish first. */
@@ -1860,18 +1640,21 @@ void loopd_fixture_teardown(LoopdFixture *f, gconstpointer data) {
                 if (leaked > 0)
                         g_test_message("teardown detached %u loop device(s) backed by files under %s", leaked,
                                        f->tmpdir);
-                if (f->priv->notify_fd >= 0)
-                        close(f->priv->notify_fd);
-                if (rm_rf(f->tmpdir) < 0 || g_file_test(f->tmpdir, G_FILE_TEST_EXISTS))
+                fixture_fuse_unmount_all(f);
+                close_notify_socket(f);
+                if (emergency_rm_rf(f->tmpdir) < 0 || g_file_test(f->tmpdir, G_FILE_TEST_EXISTS))
                         fixture_fail("could not remove %s", f->tmpdir);
         }
-        if (f->priv->crash_slot >= 0)
-                crash_slots[f->priv->crash_slot].used = 0;
-        dismiss_janitor(f->priv->janitor_pid, f->priv->janitor_fd);
+        emergency_forget(f->priv->crash_loops_id);
+        emergency_forget(f->priv->crash_tmpdir_id);
 
         g_ptr_array_unref(f->priv->callers);
+        g_ptr_array_unref(f->priv->fuse_mounts);
         g_strfreev(f->priv->daemon_args);
         g_free(f->priv->daemon_status);
+        g_free(f->priv->status_snapshot);
+        g_mutex_clear(&f->priv->notify_lock);
+        g_cond_clear(&f->priv->notify_cond);
         g_free(f->priv->notify_path);
         g_free(f->priv->actions_dir);
         g_free(f->priv->rules_dir);

@@ -22,14 +22,13 @@
  *
  * Nothing survives the test: every child has PR_SET_PDEATHSIG(SIGKILL)
  * (through `setpriv --pdeathsig` where a uid changes, since the kernel
- * clears it then; polkitd dies with its PID namespace), and a crash path
- * (SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTERM, SIGINT, SIGHUP, the
- * watchdog's SIGALRM, atexit) kills children, detaches every loop device
- * whose backing file lies under f->tmpdir and removes the temp dir.
- * g_assert aborts before teardown runs; the crash path covers that. What no
- * handler sees — SIGKILL, or the _exit(1) that g_assert does inside a
- * g_test_trap_subprocess() child — a janitor process covers: forked at
- * setup, it waits for the test process to vanish, then detaches and removes.
+ * clears it then; polkitd dies with its PID namespace), and everything the
+ * fixture starts or makes (processes, FUSE mounts, loop devices backed by
+ * files under f->tmpdir, the temp dir) is registered with the emergency
+ * cleanup of emergency.h: a crash, meson's SIGTERM, the watchdog's SIGALRM,
+ * exit, and through its janitor process even SIGKILL and the _exit() that
+ * g_assert does inside a g_test_trap_subprocess() child, all end with
+ * nothing left. g_assert aborts before teardown runs; that is covered too.
  *
  * Kill order everywhere: callers, loopd, polkitd, the bus, so loopd's exit
  * status (and any sanitizer report, which makes it non-zero) is seen.
@@ -37,7 +36,8 @@
  * Environment read: LOOPD_BINARY (loopd; daemon tests skip without it),
  * LOOPD_TEST_CALLER (loopd-test-caller), LOOPD_TEST_LIFELINE, LOOPD_BUS_POLICY,
  * LOOPD_BUS_CONFIG_TEMPLATE (tests/lib/private-system-bus.conf.in),
- * LOOPD_POLKIT_POLICY, LOOPD_ACTIVATION_FILE (defaults: the source and
+ * LOOPD_POLKIT_POLICY, LOOPD_ACTIVATION_FILE, LOOPD_FUSE_SERVER
+ * (tests/lib/fuse-server.py) (defaults: the source and
  * build tree this library was built from), LOOPD_TEST_WRAPPER (e.g.
  * "valgrind --error-exitcode=99 --leak-check=full", prefixed to loopd),
  * LOOPD_TEST_TIMEOUT_SCALE (multiplies every wait, e.g. 10 under valgrind),
@@ -70,12 +70,11 @@
 #include <gio/gio.h>
 #include <glib.h>
 
+#include "loopd-protocol.h"
+
 G_BEGIN_DECLS
 
-#define LOOPD_BUS_NAME "org.loopd.Loop1"
-#define LOOPD_MANAGER_PATH "/org/loopd/Loop1"
-#define LOOPD_MANAGER_INTERFACE "org.loopd.Loop1.Manager"
-#define LOOPD_DEVICE_INTERFACE "org.loopd.Loop1.Device"
+/* loopd's own names come from loopd-protocol.h; this one is polkit's. */
 #define LOOPD_POLKIT_BUS_NAME "org.freedesktop.PolicyKit1"
 
 /* The uid and gid tests use for "an unprivileged caller". */
@@ -123,6 +122,40 @@ LoopdFixture *loopd_fixture_new(const LoopdFixtureOptions *options);
 void loopd_fixture_free(LoopdFixture *f);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(LoopdFixture, loopd_fixture_free)
 
+/* ---- polkit rules --------------------------------------------------------
+ *
+ * The one way tests write polkit rules (LoopdFixtureOptions.polkit_rules,
+ * loopd_fixture_start_polkit(), loopd_fixture_set_polkit_rules()). Each
+ * macro is one polkit.addRule(), a string literal, so rules initialize
+ * static options and several side by side concatenate. polkitd asks the
+ * rules in order and the first that returns a result decides: put the
+ * narrow ones first. When none decides, the action's defaults in
+ * dbus/org.loopd.policy apply; with no logind no subject is local or
+ * active, so that is allow_any (auth_admin) for everyone.
+ *
+ * @result: YES, NO, AUTH_ADMIN, AUTH_ADMIN_KEEP, AUTH_SELF (polkit.Result.*).
+ * @user: a user name ("nobody", "daemon", "bin") or "*" for anyone.
+ * @action_id: LOOPD_ACTION_CREATE or LOOPD_ACTION_MANAGE_OTHERS.
+ * @condition: a JavaScript expression over `action` and `subject`, e.g.
+ *   "action.lookup('read_only') == 'true'" (the details loopd passes are
+ *   listed in dbus/org.loopd.policy).
+ *
+ *   static const LoopdFixtureOptions opts = {
+ *           .start_polkit = TRUE,
+ *           .polkit_rules = LOOPD_RULE_ALLOW("nobody", LOOPD_ACTION_CREATE)
+ *                           LOOPD_RULE_DENY("*", LOOPD_ACTION_MANAGE_OTHERS),
+ *   };
+ */
+#define LOOPD_RULE_IF(result, user, action_id, condition)                                           \
+        "polkit.addRule(function(action, subject) {\n"                                              \
+        "        if (action.id == '" action_id "' && ('" user "' == '*' || subject.user == '" user "') &&\n" \
+        "            (" condition "))\n"                                                              \
+        "                return polkit.Result." #result ";\n"                                        \
+        "});\n"
+#define LOOPD_RULE_ALLOW(user, action_id) LOOPD_RULE_IF(YES, user, action_id, "true")
+#define LOOPD_RULE_DENY(user, action_id) LOOPD_RULE_IF(NO, user, action_id, "true")
+#define LOOPD_RULE_AUTH_ADMIN(user, action_id) LOOPD_RULE_IF(AUTH_ADMIN, user, action_id, "true")
+
 /* ---- polkitd ---------------------------------------------------------- */
 
 /* Starts the real polkitd with @rules (JavaScript, may be NULL) and returns
@@ -168,8 +201,15 @@ void loopd_fixture_kill_daemon(LoopdFixture *f);
 gboolean loopd_fixture_restart_daemon(LoopdFixture *f);
 /* 0 when not running (or not started by the fixture). */
 pid_t loopd_fixture_daemon_pid(LoopdFixture *f);
-/* The last STATUS= loopd sent over NOTIFY_SOCKET, or NULL. */
+/* The last STATUS= loopd sent over NOTIFY_SOCKET, or NULL; valid until the
+ * next call or teardown. The fixture reads NOTIFY_SOCKET all the time, from
+ * a thread, for the fixture's whole life: loopd's sd_notify() blocks once
+ * nobody reads, whatever the test is doing. */
 const char *loopd_fixture_daemon_status_text(LoopdFixture *f);
+/* Waits (scaled) until loopd's last STATUS= matches @pattern (a GLib glob:
+ * '*' and '?'; without them, the exact text). TRUE when it does; on timeout
+ * FALSE, and the last STATUS= seen goes to the test log. */
+gboolean loopd_fixture_wait_daemon_status(LoopdFixture *f, const char *pattern, double timeout_sec);
 
 /* ---- activation ------------------------------------------------------- */
 
@@ -259,6 +299,90 @@ GPtrArray *loopd_fixture_list_loops(LoopdFixture *f);
 guint loopd_fixture_count_loops(LoopdFixture *f);
 /* LOOP_CLR_FD on each of them; returns how many. Teardown does this. */
 guint loopd_fixture_detach_loops(LoopdFixture *f);
+
+/* ---- a FUSE file system that stops answering on demand -----------------
+ *
+ * For hostile backing files: tests/lib/fuse-server.py, a FUSE server that
+ * speaks the kernel protocol itself, serves one directory of regular files
+ * (byte i of a file is i % 251 until written; attributes and entries are
+ * never cached, so every stat, lookup, open and read reaches it). The
+ * fixture mounts it as root under f->tmpdir with
+ * allow_other,user_id=UID,group_id=GID, which is what fusermount3 gives a
+ * user mounting a FUSE file system of their own. On command the server
+ * withholds its answers to chosen requests: the process (or kernel thread)
+ * that made one waits in request_wait_answer() — interruptibly at first,
+ * unkillably (D state) once the server has read the request — until the
+ * server answers or the connection is aborted.
+ *
+ * Withheld answers reach beyond the test: every process on the machine that
+ * touches the mount waits too. A loop device backed by a file on it makes
+ * every loopd, losetup -l or udev that reads the device's status ask for
+ * GETATTR (LOOP_GET_STATUS64 stats the backing file), other tests' loopd
+ * included: withhold GETATTR with such a device attached only as long as
+ * the test needs to.
+ *
+ * No process stays blocked after a test: teardown aborts every FUSE
+ * connection before it stops anything else (a loopd blocked in the file
+ * system could not exit), detaches the loop devices under f->tmpdir, then
+ * unmounts; the emergency cleanup does the same after a crash or SIGKILL.
+ *
+ *   static const LoopdFuseFile files[] = { { "disk.img", 1 << 20 }, { NULL } };
+ *   LoopdFuse *fs = loopd_fixture_mount_fuse(f, 65534, 65534, files);
+ *   if (!fs) return;                                  // skipped: no /dev/fuse
+ *   g_autofree char *img = loopd_fuse_path(fs, "disk.img");
+ *   loopd_fuse_hang(fs, LOOPD_FUSE_OPEN);
+ *   ... start something that opens img; it blocks ...
+ *   pid_t who = loopd_fuse_wait_held(fs, LOOPD_FUSE_OPEN, 10);
+ *   loopd_fuse_resume(fs);                            // or loopd_fuse_abort(fs)
+ */
+typedef enum LoopdFuseOp {
+        LOOPD_FUSE_LOOKUP = 1 << 0,
+        LOOPD_FUSE_GETATTR = 1 << 1,
+        LOOPD_FUSE_OPEN = 1 << 2,
+        LOOPD_FUSE_READ = 1 << 3,
+        LOOPD_FUSE_WRITE = 1 << 4,
+        LOOPD_FUSE_FLUSH = 1 << 5,
+} LoopdFuseOp;
+
+typedef struct LoopdFuseFile {
+        const char *name; /* in the mount's root; a { NULL } entry ends the list */
+        guint64 size;     /* fixed: writes past it fail with ENOSPC */
+        mode_t mode;      /* permission bits; 0: 0644 */
+} LoopdFuseFile;
+
+typedef struct LoopdFuse LoopdFuse;
+
+/* Mounts the server at <tmpdir>/fuse-N (0755), owned by @uid:@gid, with
+ * @files, and returns once it answers. NULL after g_test_skip() (and
+ * f->skipped set) when the machine has no /dev/fuse (package fuse3) or no
+ * /usr/bin/python3. The fixture owns it: teardown unmounts it. */
+LoopdFuse *loopd_fixture_mount_fuse(LoopdFixture *f, uid_t uid, gid_t gid, const LoopdFuseFile *files);
+const char *loopd_fuse_mount_point(LoopdFuse *fs);
+/* <mount point>/@name; free it. */
+char *loopd_fuse_path(LoopdFuse *fs, const char *name);
+/* From now on, withhold answers to the requests in @ops (a LoopdFuseOp
+ * mask, replacing the previous one; 0: none new). Those already withheld
+ * stay so. Returns once the server has taken the order. */
+void loopd_fuse_hang(LoopdFuse *fs, guint ops);
+/* Answers every withheld request, in the order they came, and withholds no
+ * more. */
+void loopd_fuse_resume(LoopdFuse *fs);
+/* Waits (scaled) for a withheld request of @op that no earlier call
+ * returned; the id of the thread that made it (a pid for a single-threaded
+ * process), or 0 on timeout. */
+pid_t loopd_fuse_wait_held(LoopdFuse *fs, LoopdFuseOp op, double timeout_sec);
+/* The same for a request of @op made by thread @tid, skipping others' (the
+ * machine is shared: see below). TRUE when one was withheld in time. */
+gboolean loopd_fuse_wait_held_by(LoopdFuse *fs, LoopdFuseOp op, pid_t tid, double timeout_sec);
+/* How many requests of @op the server has seen, answered or not. */
+guint loopd_fuse_count(LoopdFuse *fs, LoopdFuseOp op);
+/* Aborts the connection: every withheld and every later request fails with
+ * ENOTCONN. The mount stays (its files then fail) until unmounted. */
+void loopd_fuse_abort(LoopdFuse *fs);
+/* Aborts, detaches the loop devices backed by files on it, unmounts
+ * (lazily) and reaps the server; frees @fs. Teardown does this for those
+ * left. */
+void loopd_fuse_unmount(LoopdFuse *fs);
 
 /* Every wait above is multiplied by this ($LOOPD_TEST_TIMEOUT_SCALE). */
 double loopd_test_timeout_scale(void);

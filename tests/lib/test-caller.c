@@ -34,10 +34,8 @@
 
 #include <systemd/sd-bus.h>
 
-#define LOOPD_BUS_NAME "org.loopd.Loop1"
-#define LOOPD_MANAGER_PATH "/org/loopd/Loop1"
-#define LOOPD_MANAGER_IFACE "org.loopd.Loop1.Manager"
-#define LOOPD_DEVICE_IFACE "org.loopd.Loop1.Device"
+#include "loopd-protocol.h"
+
 
 #define EXIT_DBUS_ERROR 1
 #define EXIT_LOCAL_ERROR 2
@@ -319,7 +317,7 @@ static int do_create(sd_bus *bus, const Args *a, bool from_path) {
         if (!a->target)
                 usage(from_path ? "create-from-path needs PATH" : "create needs FILE");
 
-        r = new_call(bus, &m, a, LOOPD_MANAGER_PATH, LOOPD_MANAGER_IFACE,
+        r = new_call(bus, &m, a, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
                      from_path ? "CreateFromPath" : "Create");
         if (r < 0)
                 local_error("building the call: %s", strerror(-r));
@@ -461,7 +459,7 @@ static int do_get(sd_bus *bus, const Args *a) {
         if (!a->target || !a->property)
                 usage("get needs OBJPATH PROPERTY");
         if (!iface)
-                iface = strcmp(a->target, LOOPD_MANAGER_PATH) == 0 ? LOOPD_MANAGER_IFACE : LOOPD_DEVICE_IFACE;
+                iface = strcmp(a->target, LOOPD_MANAGER_PATH) == 0 ? LOOPD_MANAGER_INTERFACE : LOOPD_DEVICE_INTERFACE;
 
         r = new_call(bus, &m, a, a->target, "org.freedesktop.DBus.Properties", "Get");
         if (r >= 0)
@@ -497,19 +495,19 @@ int main(int argc, char **argv) {
         if (strcmp(a.command, "open") == 0) {
                 if (!a.target)
                         usage("open needs PATH");
-                return do_simple(bus, &a, LOOPD_MANAGER_PATH, LOOPD_MANAGER_IFACE, "Open", a.target, "o");
+                return do_simple(bus, &a, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "Open", a.target, "o");
         }
         if (strcmp(a.command, "remove") == 0 || strcmp(a.command, "refresh-size") == 0) {
                 if (!a.target)
                         usage("remove/refresh-size need DEV");
-                return do_simple(bus, &a, LOOPD_MANAGER_PATH, LOOPD_MANAGER_IFACE,
+                return do_simple(bus, &a, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE,
                                  strcmp(a.command, "remove") == 0 ? "Remove" : "RefreshSize",
                                  a.target, NULL);
         }
         if (strcmp(a.command, "device-remove") == 0 || strcmp(a.command, "device-refresh-size") == 0) {
                 if (!a.target)
                         usage("device-remove/device-refresh-size need OBJPATH");
-                return do_simple(bus, &a, a.target, LOOPD_DEVICE_IFACE,
+                return do_simple(bus, &a, a.target, LOOPD_DEVICE_INTERFACE,
                                  strcmp(a.command, "device-remove") == 0 ? "Remove" : "RefreshSize",
                                  NULL, NULL);
         }

@@ -21,13 +21,6 @@
 
 #include "fixture.h"
 
-#define LOOPD_ERROR_NOT_A_LOOP_DEVICE "org.loopd.Loop1.Error.NotALoopDevice"
-#define LOOPD_ERROR_NO_SUCH_DEVICE "org.loopd.Loop1.Error.NoSuchDevice"
-#define LOOPD_ERROR_BAD_BACKING_FILE "org.loopd.Loop1.Error.BadBackingFile"
-#define DBUS_ERROR_INVALID_ARGS "org.freedesktop.DBus.Error.InvalidArgs"
-#define DBUS_ERROR_ACCESS_DENIED "org.freedesktop.DBus.Error.AccessDenied"
-#define DBUS_ERROR_TIMEOUT "org.freedesktop.DBus.Error.Timeout"
-#define DBUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
 
 typedef struct SecCall {
         gboolean ok;

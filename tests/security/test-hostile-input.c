@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 /*
- * Hostile input (issue 6), as root and as nobody, against ONE daemon for
+ * Hostile input, as root and as nobody, against ONE daemon for
  * the whole file: every Create option wrong, every kind of backing fd,
  * every kind of bad device name, CreateFromPath at things that are not
  * files of the caller's. Each case must get its named error, and loopd
@@ -34,11 +34,7 @@
 static LoopdFixture *F;
 static const uid_t callers[] = { 0, NOBODY };
 
-static const char rules_nobody_may_create[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == 'org.loopd.create' && subject.user == 'nobody')\n"
-        "                return polkit.Result.YES;\n"
-        "});\n";
+static const char rules_nobody_may_create[] = LOOPD_RULE_ALLOW("nobody", LOOPD_ACTION_CREATE);
 
 static gboolean skip_if_no_fixture(void) {
         if (!F || F->skipped) {
@@ -180,12 +176,12 @@ static void test_create_options(void) {
                         close(fd);
                         if (c.ok)
                                 g_error("uid %u, options %.100s: accepted (%s)", (unsigned) callers[u], opts, c.device);
-                        if (strcmp(c.error_name, DBUS_ERROR_INVALID_ARGS) != 0 || !strstr(c.error_message, needle))
+                        if (strcmp(c.error_name, LOOPD_DBUS_ERROR_INVALID_ARGS) != 0 || !strstr(c.error_message, needle))
                                 g_error("uid %u, options %.100s: %s: %s (wanted InvalidArgs naming %s)",
                                         (unsigned) callers[u], opts, c.error_name, c.error_message, needle);
                         /* The same through CreateFromPath, which must not even open the file. */
                         create_path(callers[u], img, opts, &c);
-                        sec_assert_error(&c, DBUS_ERROR_INVALID_ARGS, needle);
+                        sec_assert_error(&c, LOOPD_DBUS_ERROR_INVALID_ARGS, needle);
                         sec_assert_daemon_answers(F);
                         n += 2;
                 }
@@ -204,7 +200,7 @@ static void test_create_options(void) {
                         int fd = open(img, O_RDWR | O_CLOEXEC);
                         sec_call(F, callers[u], "Create", bad_signatures[i], fd, FALSE, &c);
                         close(fd);
-                        sec_assert_error(&c, DBUS_ERROR_INVALID_ARGS, NULL);
+                        sec_assert_error(&c, LOOPD_DBUS_ERROR_INVALID_ARGS, NULL);
                         sec_assert_daemon_answers(F);
                         n++;
                 }
@@ -221,7 +217,7 @@ static void test_create_options(void) {
                 g_auto(LoopdRunResult) r = { 0 };
                 loopd_fixture_call_as(F, NOBODY, NOBODY, &r, "create", img, "--opt", caller_opts[i][0], NULL);
                 g_assert_cmpstr(r.fields[0], ==, "error");
-                g_assert_cmpstr(r.fields[1], ==, DBUS_ERROR_INVALID_ARGS);
+                g_assert_cmpstr(r.fields[1], ==, LOOPD_DBUS_ERROR_INVALID_ARGS);
                 g_assert_nonnull(strstr(r.fields[2], caller_opts[i][1]));
                 n++;
         }
@@ -299,8 +295,8 @@ static void test_backing_fd_kinds(void) {
                         { "regular file O_RDWR|O_APPEND", open(img, O_RDWR | O_APPEND | O_CLOEXEC), NULL, FALSE },
                         { "regular file O_WRONLY", open(img, O_WRONLY | O_CLOEXEC), LOOPD_ERROR_BAD_BACKING_FILE },
                         { "regular file O_PATH", open(img, O_PATH | O_CLOEXEC), LOOPD_ERROR_BAD_BACKING_FILE },
-                        { "empty regular file", open(empty, O_RDWR | O_CLOEXEC), DBUS_ERROR_INVALID_ARGS },
-                        { "100-byte regular file", open(tiny, O_RDWR | O_CLOEXEC), DBUS_ERROR_INVALID_ARGS },
+                        { "empty regular file", open(empty, O_RDWR | O_CLOEXEC), LOOPD_DBUS_ERROR_INVALID_ARGS },
+                        { "100-byte regular file", open(tiny, O_RDWR | O_CLOEXEC), LOOPD_DBUS_ERROR_INVALID_ARGS },
                         { "directory", open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), LOOPD_ERROR_BAD_BACKING_FILE },
                         { "directory O_PATH", open(dir, O_PATH | O_CLOEXEC), LOOPD_ERROR_BAD_BACKING_FILE },
                         { "pipe, read end", pipefd[0], LOOPD_ERROR_BAD_BACKING_FILE },
@@ -311,7 +307,7 @@ static void test_backing_fd_kinds(void) {
                         { "eventfd (anonymous inode)", eventfd(0, EFD_CLOEXEC), LOOPD_ERROR_BAD_BACKING_FILE },
                         /* A memfd is a regular (shmem) file the caller holds: accepted
                          * like any file, refused like any file when empty. */
-                        { "memfd, empty", memfd_empty, DBUS_ERROR_INVALID_ARGS },
+                        { "memfd, empty", memfd_empty, LOOPD_DBUS_ERROR_INVALID_ARGS },
                         { "memfd, 1 MiB", memfd, NULL, FALSE, TRUE },
                         /* Unlinked after opening: still the caller's file. */
                         { "file deleted after opening", del_fd, NULL, FALSE },
@@ -489,33 +485,33 @@ static void test_create_from_path(void) {
                 const char *needle;
         } PathCase;
         const PathCase cases[] = {
-                { 0, "", "{}", DBUS_ERROR_INVALID_ARGS, "absolute" },
-                { NOBODY, "", "{}", DBUS_ERROR_INVALID_ARGS, "absolute" },
-                { 0, "images/x.img", "{}", DBUS_ERROR_INVALID_ARGS, "absolute" },
-                { NOBODY, "x.img", "{}", DBUS_ERROR_INVALID_ARGS, "absolute" },
-                { NOBODY, "./x.img", "{}", DBUS_ERROR_INVALID_ARGS, "absolute" },
-                { NOBODY, "../../etc/shadow", "{}", DBUS_ERROR_INVALID_ARGS, "absolute" },
-                { NOBODY, too_long, "{}", DBUS_ERROR_INVALID_ARGS, "PATH_MAX" },
+                { 0, "", "{}", LOOPD_DBUS_ERROR_INVALID_ARGS, "absolute" },
+                { NOBODY, "", "{}", LOOPD_DBUS_ERROR_INVALID_ARGS, "absolute" },
+                { 0, "images/x.img", "{}", LOOPD_DBUS_ERROR_INVALID_ARGS, "absolute" },
+                { NOBODY, "x.img", "{}", LOOPD_DBUS_ERROR_INVALID_ARGS, "absolute" },
+                { NOBODY, "./x.img", "{}", LOOPD_DBUS_ERROR_INVALID_ARGS, "absolute" },
+                { NOBODY, "../../etc/shadow", "{}", LOOPD_DBUS_ERROR_INVALID_ARGS, "absolute" },
+                { NOBODY, too_long, "{}", LOOPD_DBUS_ERROR_INVALID_ARGS, "PATH_MAX" },
                 /* A FIFO must not hang the opener: O_NONBLOCK, then refused by type. */
                 { 0, fifo, "{}", LOOPD_ERROR_BAD_BACKING_FILE, NULL },
                 { 0, fifo, "{'read-only': <true>}", LOOPD_ERROR_BAD_BACKING_FILE, NULL },
                 { NOBODY, fifo, "{}", LOOPD_ERROR_BAD_BACKING_FILE, NULL },
                 { NOBODY, fifo, "{'read-only': <true>}", LOOPD_ERROR_BAD_BACKING_FILE, NULL },
                 /* The caller's rights, never the daemon's. */
-                { NOBODY, root_only, "{'read-only': <true>}", DBUS_ERROR_ACCESS_DENIED, "uid 65534" },
-                { NOBODY, root_only, "{}", DBUS_ERROR_ACCESS_DENIED, "ask for read-only" },
-                { NOBODY, readable, "{}", DBUS_ERROR_ACCESS_DENIED, "ask for read-only" },
-                { NOBODY, shadow_link, "{}", DBUS_ERROR_ACCESS_DENIED, NULL },
-                { NOBODY, shadow_link, "{'read-only': <true>}", DBUS_ERROR_ACCESS_DENIED, NULL },
-                { NOBODY, "/etc/shadow", "{'read-only': <true>}", DBUS_ERROR_ACCESS_DENIED, NULL },
-                { NOBODY, dev_path, "{'read-only': <true>}", DBUS_ERROR_ACCESS_DENIED, NULL },
-                { NOBODY, "/dev/loop-control", "{}", DBUS_ERROR_ACCESS_DENIED, NULL },
+                { NOBODY, root_only, "{'read-only': <true>}", LOOPD_DBUS_ERROR_ACCESS_DENIED, "uid 65534" },
+                { NOBODY, root_only, "{}", LOOPD_DBUS_ERROR_ACCESS_DENIED, "ask for read-only" },
+                { NOBODY, readable, "{}", LOOPD_DBUS_ERROR_ACCESS_DENIED, "ask for read-only" },
+                { NOBODY, shadow_link, "{}", LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL },
+                { NOBODY, shadow_link, "{'read-only': <true>}", LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL },
+                { NOBODY, "/etc/shadow", "{'read-only': <true>}", LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL },
+                { NOBODY, dev_path, "{'read-only': <true>}", LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL },
+                { NOBODY, "/dev/loop-control", "{}", LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL },
                 /* Not files that can back a device. */
                 { 0, dir, "{}", LOOPD_ERROR_BAD_BACKING_FILE, NULL },
                 { NOBODY, dir, "{'read-only': <true>}", LOOPD_ERROR_BAD_BACKING_FILE, NULL },
                 { NOBODY, "/dev/null", "{}", LOOPD_ERROR_BAD_BACKING_FILE, NULL },
                 { 0, "/dev/zero", "{'read-only': <true>}", LOOPD_ERROR_BAD_BACKING_FILE, NULL },
-                { NOBODY, "/proc/self/status", "{'read-only': <true>}", DBUS_ERROR_INVALID_ARGS, NULL },
+                { NOBODY, "/proc/self/status", "{'read-only': <true>}", LOOPD_DBUS_ERROR_INVALID_ARGS, NULL },
                 { 0, missing, "{}", LOOPD_ERROR_BAD_BACKING_FILE, NULL },
                 { NOBODY, missing, "{}", LOOPD_ERROR_BAD_BACKING_FILE, NULL },
         };

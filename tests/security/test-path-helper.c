@@ -30,10 +30,7 @@
 #define VICTIM 1 /* daemon */
 
 static const char rules_users_may_create[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == 'org.loopd.create' && (subject.user == 'nobody' || subject.user == 'daemon'))\n"
-        "                return polkit.Result.YES;\n"
-        "});\n";
+        LOOPD_RULE_ALLOW("nobody", LOOPD_ACTION_CREATE) LOOPD_RULE_ALLOW("daemon", LOOPD_ACTION_CREATE);
 
 static const char *const long_polkit_timeout[] = { "--polkit-timeout=120", NULL };
 static const LoopdFixtureOptions opts = {

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 /*
- * Authorization with the real polkitd (issue 4): the decision table
+ * Authorization with the real polkitd: the decision table
  * caller × action × rule → result, with test rules in polkitd's private
  * mount namespace, the built loopd, and real unprivileged callers
  * (loopd-test-caller under setpriv).
@@ -107,65 +107,40 @@ static const LoopdFixtureOptions polkit_and_daemon_short_timeout = {
 
 /* ---- rules ------------------------------------------------------------- */
 
-/* nobody and daemon may create; nobody may manage others' devices never. */
+/* nobody and daemon may create; nobody may manage others' devices, ever. */
 static const char rules_users_may_create[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == 'org.loopd.create' && (subject.user == 'nobody' || subject.user == 'daemon'))\n"
-        "                return polkit.Result.YES;\n"
-        "        if (action.id == 'org.loopd.manage-others')\n"
-        "                return polkit.Result.NO;\n"
-        "});\n";
+        LOOPD_RULE_ALLOW("nobody", LOOPD_ACTION_CREATE)
+        LOOPD_RULE_ALLOW("daemon", LOOPD_ACTION_CREATE)
+        LOOPD_RULE_DENY("*", LOOPD_ACTION_MANAGE_OTHERS);
 
-static const char rules_nobody_may_not_create[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == 'org.loopd.create' && subject.user == 'nobody')\n"
-        "                return polkit.Result.NO;\n"
-        "});\n";
+static const char rules_nobody_may_not_create[] = LOOPD_RULE_DENY("nobody", LOOPD_ACTION_CREATE);
 
-static const char rules_nobody_must_authenticate[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == 'org.loopd.create' && subject.user == 'nobody')\n"
-        "                return polkit.Result.AUTH_ADMIN;\n"
-        "});\n";
+static const char rules_nobody_must_authenticate[] = LOOPD_RULE_AUTH_ADMIN("nobody", LOOPD_ACTION_CREATE);
 
 /* nobody may create; bin is the admin for others' devices; everything
  * else falls through to the policy's defaults (auth_admin_keep). */
 static const char rules_bin_is_admin[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == 'org.loopd.create' && subject.user == 'nobody')\n"
-        "                return polkit.Result.YES;\n"
-        "        if (action.id == 'org.loopd.manage-others' && subject.user == 'bin')\n"
-        "                return polkit.Result.YES;\n"
-        "});\n";
+        LOOPD_RULE_ALLOW("nobody", LOOPD_ACTION_CREATE)
+        LOOPD_RULE_ALLOW("bin", LOOPD_ACTION_MANAGE_OTHERS);
 
 /* Read-only devices of the caller's own files only. */
 static const char rules_read_only_own_files[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == 'org.loopd.create' && subject.user == 'nobody') {\n"
-        "                if (action.lookup('read_only') == 'true' && action.lookup('backing_owner') == '65534')\n"
-        "                        return polkit.Result.YES;\n"
-        "                return polkit.Result.NO;\n"
-        "        }\n"
-        "});\n";
+        LOOPD_RULE_IF(YES, "nobody", LOOPD_ACTION_CREATE,
+                      "action.lookup('read_only') == 'true' && action.lookup('backing_owner') == '65534'")
+        LOOPD_RULE_DENY("nobody", LOOPD_ACTION_CREATE);
 
 /* bin may remove nobody's devices, and resize devices nobody created
  * through loopd; nothing else. */
 static const char rules_manage_by_details[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == 'org.loopd.create' && subject.user == 'nobody')\n"
-        "                return polkit.Result.YES;\n"
-        "        if (action.id == 'org.loopd.manage-others' && subject.user == 'bin') {\n"
-        "                if (action.lookup('device').indexOf('/dev/loop') != 0)\n"
-        "                        return polkit.Result.NO;\n"
-        "                if (action.lookup('backing_file').indexOf('/') != 0)\n"
-        "                        return polkit.Result.NO;\n"
-        "                if (action.lookup('operation') == 'remove' && action.lookup('device_owner') == '65534')\n"
-        "                        return polkit.Result.YES;\n"
-        "                if (action.lookup('operation') == 'refresh-size' && action.lookup('device_owner') == 'none')\n"
-        "                        return polkit.Result.YES;\n"
-        "                return polkit.Result.NO;\n"
-        "        }\n"
-        "});\n";
+        LOOPD_RULE_ALLOW("nobody", LOOPD_ACTION_CREATE)
+        LOOPD_RULE_IF(NO, "bin", LOOPD_ACTION_MANAGE_OTHERS,
+                      "action.lookup('device').indexOf('/dev/loop') != 0 || "
+                      "action.lookup('backing_file').indexOf('/') != 0")
+        LOOPD_RULE_IF(YES, "bin", LOOPD_ACTION_MANAGE_OTHERS,
+                      "action.lookup('operation') == 'remove' && action.lookup('device_owner') == '65534'")
+        LOOPD_RULE_IF(YES, "bin", LOOPD_ACTION_MANAGE_OTHERS,
+                      "action.lookup('operation') == 'refresh-size' && action.lookup('device_owner') == 'none'")
+        LOOPD_RULE_DENY("bin", LOOPD_ACTION_MANAGE_OTHERS);
 
 /* ---- the decision table ------------------------------------------------- */
 
@@ -197,19 +172,19 @@ static void test_allowed_user_manages_only_its_own(LoopdFixture *f, gconstpointe
 
         /* Root's and another uid's devices: manage-others, which the rule denies. */
         CALL(f, NOBODY, &r, "remove", dev_root);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, "org.loopd.manage-others");
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, LOOPD_ACTION_MANAGE_OTHERS);
         CALL(f, NOBODY, &r, "refresh-size", dev_root);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
         CALL(f, NOBODY, &r, "remove", dev_other);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
         CALL(f, NOBODY, &r, "refresh-size", dev_other);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
         CALL(f, NOBODY, &r, "device-remove", obj_other);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
         CALL(f, NOBODY, &r, "device-refresh-size", obj_other);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
         CALL(f, OTHER, &r, "remove", dev_n1);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
         g_assert_true(attached(f, dev_root));
         g_assert_true(attached(f, dev_other));
         g_assert_true(attached(f, dev_n1));
@@ -247,13 +222,13 @@ static void test_deny_rule_takes_no_device(LoopdFixture *f, gconstpointer data) 
         img = image_for(f, "nobody.img", NOBODY);
 
         CALL(f, NOBODY, &r, "create", img);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, "org.loopd.create");
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, LOOPD_ACTION_CREATE);
         CALL(f, NOBODY, &r, "create", img, "--ro-open");
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
         CALL(f, NOBODY, &r, "--interactive", "create-from-path", img);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
         CALL(f, NOBODY, &r, "create-from-path", img, "--opt", "read-only=b:true");
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
         g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
 
         /* Root never asks. */
@@ -273,22 +248,22 @@ static void test_challenge_needs_interactive_flag(LoopdFixture *f, gconstpointer
         img_root = image_for(f, "root.img", 0);
 
         CALL(f, NOBODY, &r, "--no-interactive", "create", img);
-        assert_error(&r, DBUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED, "org.loopd.create");
+        assert_error(&r, LOOPD_DBUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED, LOOPD_ACTION_CREATE);
         CALL(f, NOBODY, &r, "create-from-path", img);
-        assert_error(&r, DBUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED, NULL);
         /* Interactive, but no authentication agent is registered for the
          * caller: polkit cannot ask anyone, so it is a plain no. */
         CALL(f, NOBODY, &r, "--interactive", "create", img);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
         g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
 
         /* manage-others with no rule: the policy's default auth_admin_keep
          * is a challenge as well. */
         dev_root = create_as(f, 0, img_root, NULL);
         CALL(f, NOBODY, &r, "remove", dev_root);
-        assert_error(&r, DBUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED, "org.loopd.manage-others");
+        assert_error(&r, LOOPD_DBUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED, LOOPD_ACTION_MANAGE_OTHERS);
         CALL(f, NOBODY, &r, "refresh-size", dev_root);
-        assert_error(&r, DBUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED, NULL);
         g_assert_true(attached(f, dev_root));
         sec_remove(f, dev_root);
         sec_assert_daemon_answers(f);
@@ -312,7 +287,7 @@ static void test_admin_rule_manages_others(LoopdFixture *f, gconstpointer data) 
 
         /* nobody has no such rule: the default challenge. */
         CALL(f, NOBODY, &r, "remove", dev_root2);
-        assert_error(&r, DBUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED, NULL);
 
         CALL(f, ADMIN, &r, "refresh-size", dev_n);
         assert_ok(&r);
@@ -332,7 +307,7 @@ static void test_admin_rule_manages_others(LoopdFixture *f, gconstpointer data) 
         dev_lo = losetup_device(f, img_lo);
         if (dev_lo) {
                 CALL(f, NOBODY, &r, "remove", dev_lo);
-                assert_error(&r, DBUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED, NULL);
+                assert_error(&r, LOOPD_DBUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED, NULL);
                 CALL(f, ADMIN, &r, "remove", dev_lo);
                 assert_ok(&r);
         } else
@@ -359,11 +334,11 @@ static void test_stopped_polkit_denies_non_root(LoopdFixture *f, gconstpointer d
         g_assert_cmpint(loopd_fixture_name_owner_pid(f, LOOPD_POLKIT_BUS_NAME), ==, 0);
 
         CALL(f, NOBODY, &r, "create", img_n2);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, "polkit (org.freedesktop.PolicyKit1) is not running");
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, "polkit (org.freedesktop.PolicyKit1) is not running");
         CALL(f, NOBODY, &r, "create-from-path", img_n2);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, "not running");
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, "not running");
         CALL(f, NOBODY, &r, "remove", dev_root);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, "not running");
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, "not running");
         g_assert_true(attached(f, dev_root));
 
         /* Owners never ask polkit, so they keep managing their own. */
@@ -427,7 +402,7 @@ static void test_hung_polkit_times_out_and_others_are_served(LoopdFixture *f, gc
         g_assert_nonnull(line);
         g_test_message("root served in %.3f s, owner in %.3f s, hung query answered after %.3f s: %s", t_root, t_own,
                        t_pending, line);
-        g_assert_true(g_str_has_prefix(line, "error " DBUS_ERROR_TIMEOUT " "));
+        g_assert_true(g_str_has_prefix(line, "error " LOOPD_DBUS_ERROR_TIMEOUT " "));
         g_assert_nonnull(strstr(line, "polkit"));
         g_assert_cmpint(loopd_caller_wait(pending), ==, 1);
         /* --polkit-timeout=2: not before, and not much after. */
@@ -505,7 +480,7 @@ static void test_mock_polkit_slow_hung_and_late(LoopdFixture *f, gconstpointer d
         g_assert_cmpfloat(seconds_since(t0), <, 1.5 * loopd_test_timeout_scale());
         line = loopd_caller_read_line(pending);
         g_assert_nonnull(line);
-        g_assert_true(g_str_has_prefix(line, "error " DBUS_ERROR_TIMEOUT " "));
+        g_assert_true(g_str_has_prefix(line, "error " LOOPD_DBUS_ERROR_TIMEOUT " "));
         g_assert_cmpfloat(seconds_since(t0), >=, 1.8);
         g_assert_cmpint(loopd_caller_wait(pending), ==, 1);
 
@@ -520,7 +495,7 @@ static void test_mock_polkit_slow_hung_and_late(LoopdFixture *f, gconstpointer d
         /* Slower than the bound: Timeout, and the late yes again changes nothing. */
         mock_call(f, "SetDelay", g_variant_new("(d)", 3.0));
         CALL(f, NOBODY, &r, "create", img_n);
-        assert_error(&r, DBUS_ERROR_TIMEOUT, "polkit");
+        assert_error(&r, LOOPD_DBUS_ERROR_TIMEOUT, "polkit");
         g_usleep(1500000);
         mock_call(f, "SetDelay", g_variant_new("(d)", 0.0));
         sec_assert_daemon_answers(f);
@@ -553,11 +528,11 @@ static void test_rules_see_read_only_and_owner(LoopdFixture *f, gconstpointer da
 
         /* Read-write: denied. */
         CALL(f, NOBODY, &r, "create", img);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
         CALL(f, NOBODY, &r, "create-from-path", img);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
         CALL(f, NOBODY, &r, "create", img, "--opt", "read-only=b:false");
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
         g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
 
         /* Read-only, by the fd's mode or by the option: allowed. */
@@ -579,7 +554,7 @@ static void test_rules_see_read_only_and_owner(LoopdFixture *f, gconstpointer da
 
         /* Read-only, but root's file (backing_owner 0): denied. */
         CALL(f, NOBODY, &r, "create", img_root, "--ro-open");
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
         g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
         sec_assert_daemon_answers(f);
 }
@@ -598,15 +573,10 @@ static void test_rules_see_the_real_backing_file(LoopdFixture *f, gconstpointer 
         g_assert_no_errno(symlink(img_other, link));
 
         /* Like the example in the policy file: a rule by path prefix. */
-        rules = g_strdup_printf(
-                "polkit.addRule(function(action, subject) {\n"
-                "        if (action.id == 'org.loopd.create' && subject.user == 'nobody') {\n"
-                "                if (action.lookup('backing_file').indexOf('%s/') == 0)\n"
-                "                        return polkit.Result.YES;\n"
-                "                return polkit.Result.NO;\n"
-                "        }\n"
-                "});\n",
-                allowed_dir);
+        rules = g_strdup_printf(LOOPD_RULE_IF(YES, "nobody", LOOPD_ACTION_CREATE,
+                                              "action.lookup('backing_file').indexOf('%s/') == 0")
+                                LOOPD_RULE_DENY("nobody", LOOPD_ACTION_CREATE),
+                                allowed_dir);
         loopd_fixture_set_polkit_rules(f, rules);
 
         CALL(f, NOBODY, &r, "create", img_ok);
@@ -617,17 +587,17 @@ static void test_rules_see_the_real_backing_file(LoopdFixture *f, gconstpointer 
         sec_remove(f, r.fields[2]);
 
         CALL(f, NOBODY, &r, "create", img_other);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
         CALL(f, NOBODY, &r, "create-from-path", img_other);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
         /* The path the caller wrote starts with the allowed prefix, the file
          * it names does not: the rule must see the file. */
         CALL(f, NOBODY, &r, "create-from-path", dotdot);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
         CALL(f, NOBODY, &r, "create-from-path", link);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
         CALL(f, NOBODY, &r, "create", link);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
         g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
         sec_assert_daemon_answers(f);
 }
@@ -647,12 +617,12 @@ static void test_rules_see_manage_others_details(LoopdFixture *f, gconstpointer 
 
         /* device_owner 65534 and operation refresh-size: no. */
         CALL(f, ADMIN, &r, "refresh-size", dev_n);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
         /* device_owner 0: no. */
         CALL(f, ADMIN, &r, "remove", dev_root);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
         CALL(f, ADMIN, &r, "refresh-size", dev_root);
-        assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+        assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
         /* device_owner 65534, operation remove: yes. */
         CALL(f, ADMIN, &r, "remove", dev_n);
         assert_ok(&r);
@@ -664,7 +634,7 @@ static void test_rules_see_manage_others_details(LoopdFixture *f, gconstpointer 
                 CALL(f, ADMIN, &r, "refresh-size", dev_lo);
                 assert_ok(&r);
                 CALL(f, ADMIN, &r, "remove", dev_lo);
-                assert_error(&r, DBUS_ERROR_ACCESS_DENIED, NULL);
+                assert_error(&r, LOOPD_DBUS_ERROR_ACCESS_DENIED, NULL);
                 sec_remove(f, dev_lo);
         } else
                 g_test_message("losetup could not attach a device: the device_owner 'none' case was left out");

@@ -33,11 +33,8 @@
 
 #include <systemd/sd-bus.h>
 
-#define BUS_NAME "org.loopd.Loop1"
-#define MANAGER_PATH "/org/loopd/Loop1"
-#define MANAGER_IFACE "org.loopd.Loop1.Manager"
-#define DEVICE_IFACE "org.loopd.Loop1.Device"
-#define ERROR_BUSY "org.loopd.Loop1.Error.Busy"
+#include "loopd-protocol.h"
+
 
 #define MAX_ERROR_KINDS 32
 #define REMOVE_TRIES 200
@@ -81,7 +78,7 @@ static int create(sd_bus *bus, int backing, bool bind, bool ro, char **ret_obj, 
         const char *obj, *dev;
         int fd, r;
 
-        r = sd_bus_message_new_method_call(bus, &m, BUS_NAME, MANAGER_PATH, MANAGER_IFACE, "Create");
+        r = sd_bus_message_new_method_call(bus, &m, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "Create");
         if (r >= 0)
                 r = sd_bus_message_append(m, "ha{sv}", backing, 2, "bind-to-caller", "b", (int) bind, "read-only",
                                           "b", (int) ro);
@@ -118,8 +115,8 @@ static int inspect(sd_bus *bus, const char *obj, const char *dev, bool ro) {
         bool owner_ok = false, name_ok = false, ro_ok = false;
         int r;
 
-        r = sd_bus_call_method(bus, BUS_NAME, obj, "org.freedesktop.DBus.Properties", "GetAll", &e, &reply, "s",
-                               DEVICE_IFACE);
+        r = sd_bus_call_method(bus, LOOPD_BUS_NAME, obj, "org.freedesktop.DBus.Properties", "GetAll", &e, &reply, "s",
+                               LOOPD_DEVICE_INTERFACE);
         if (r < 0)
                 goto fail;
         r = sd_bus_message_enter_container(reply, 'a', "{sv}");
@@ -167,10 +164,10 @@ fail:
 static int remove_device(sd_bus *bus, const char *dev) {
         for (int tries = 0;; tries++) {
                 sd_bus_error e = SD_BUS_ERROR_NULL;
-                int r = sd_bus_call_method(bus, BUS_NAME, MANAGER_PATH, MANAGER_IFACE, "Remove", &e, NULL, "s", dev);
+                int r = sd_bus_call_method(bus, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "Remove", &e, NULL, "s", dev);
                 if (r >= 0)
                         return 0;
-                if (sd_bus_error_has_name(&e, ERROR_BUSY) && tries < REMOVE_TRIES) {
+                if (sd_bus_error_has_name(&e, LOOPD_ERROR_BUSY) && tries < REMOVE_TRIES) {
                         busy_retries++;
                         sd_bus_error_free(&e);
                         sleep_ms(5 + rand() % 10);

@@ -13,7 +13,9 @@
  *   /faults/state-dir/full           the state directory on a full tmpfs,
  *   /faults/state-dir/read-only      or read-only: a clear error, no device,
  *                                    and Create works once the cause is gone
- *   /faults/no-free-device           skipped, see there
+ *   /faults/no-free-device           NoFreeDevice when loopd cannot get a
+ *                                    node (out of fds), and Create works
+ *                                    again afterwards
  *
  * The state-directory tests give loopd a tmpfs of its own: the daemon is
  * started through `unshare --mount` with a wrapper that mounts it, so the
@@ -28,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -40,11 +43,7 @@
 #define UID_INVALID_U32 4294967295u
 #define KILL_ROUNDS 20
 
-static const char rules_nobody_may_create[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == \"org.loopd.create\" && subject.user == \"nobody\")\n"
-        "                return polkit.Result.YES;\n"
-        "});\n";
+static const char rules_nobody_may_create[] = LOOPD_RULE_ALLOW("nobody", LOOPD_ACTION_CREATE);
 
 static const char *stress_client(void) {
         const char *p = g_getenv("LOOPD_STRESS_CLIENT");
@@ -409,7 +408,7 @@ static void test_quota_recovers(LoopdFixture *f, gconstpointer data) {
                 g_auto(LoopdRunResult) r = { 0 };
                 loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "create", img, NULL);
                 g_assert_cmpstr(r.fields[0], ==, "error");
-                g_assert_cmpstr(r.fields[1], ==, "org.loopd.Loop1.Error.QuotaExceeded");
+                g_assert_cmpstr(r.fields[1], ==, LOOPD_ERROR_QUOTA_EXCEEDED);
         }
         g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 2);
         /* Root is not bound by the quota. */
@@ -429,7 +428,7 @@ static void test_quota_recovers(LoopdFixture *f, gconstpointer data) {
                 loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "create", img, NULL);
                 g_assert_cmpstr(r.fields[0], ==, "ok");
                 loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r2, "create", img, NULL);
-                g_assert_cmpstr(r2.fields[1], ==, "org.loopd.Loop1.Error.QuotaExceeded");
+                g_assert_cmpstr(r2.fields[1], ==, LOOPD_ERROR_QUOTA_EXCEEDED);
         }
         g_test_message("quota 2: 3+1 creates over it answered QuotaExceeded; after one Remove, one Create succeeded");
         check_records_match_kernel(f);
@@ -520,8 +519,8 @@ static void expect_create_fails_cleanly(LoopdFixture *f, const char *img, const 
         if (say)
                 g_test_message("state directory %s: Create answered %s: %s", why, remote, error->message);
         /* Not the caller's fault, and not the kernel's: it must say so. */
-        g_assert_cmpstr(remote, !=, "org.loopd.Loop1.Error.BadBackingFile");
-        g_assert_cmpstr(remote, !=, "org.loopd.Loop1.Error.NoFreeDevice");
+        g_assert_cmpstr(remote, !=, LOOPD_ERROR_BAD_BACKING_FILE);
+        g_assert_cmpstr(remote, !=, LOOPD_ERROR_NO_FREE_DEVICE);
         g_assert_cmpstr(remote, !=, "org.freedesktop.DBus.Error.NoReply");
         g_assert_nonnull(strstr(error->message, "state"));
         g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
@@ -588,15 +587,103 @@ static void test_state_dir_read_only(LoopdFixture *f, gconstpointer data) {
 
 /* ---- out of loop devices ------------------------------------------------------ */
 
+/* The lowest fd number free in @pid: where its next open() lands. */
+static int lowest_free_fd(pid_t pid) {
+        g_autofree char *path = g_strdup_printf("/proc/%d/fd", (int) pid);
+        g_autoptr(GHashTable) used = g_hash_table_new(g_direct_hash, g_direct_equal);
+        g_autoptr(GDir) dir = g_dir_open(path, 0, NULL);
+        const char *name;
+        int fd = 0;
+
+        g_assert_nonnull(dir);
+        while ((name = g_dir_read_name(dir)))
+                g_hash_table_add(used, GINT_TO_POINTER(atoi(name) + 1));
+        while (g_hash_table_contains(used, GINT_TO_POINTER(fd + 1)))
+                fd++;
+        return fd;
+}
+
+/* Create by fd as root with loopd's RLIMIT_NOFILE at @limit for the call;
+ * NULL when it worked (the device then removed), else the error's name. */
+static char *create_with_fd_limit(LoopdFixture *f, const char *img, rlim_t limit, char **ret_message) {
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GVariant) r = NULL;
+        pid_t pid = loopd_fixture_daemon_pid(f);
+        GUnixFDList *fds = g_unix_fd_list_new();
+        struct rlimit old, tight;
+        GVariantBuilder b;
+        int fd = open(img, O_RDWR | O_CLOEXEC);
+
+        g_assert_cmpint(fd, >=, 0);
+        g_unix_fd_list_append(fds, fd, NULL);
+        close(fd);
+        g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
+        g_assert_no_errno(prlimit(pid, RLIMIT_NOFILE, NULL, &old));
+        tight = old;
+        tight.rlim_cur = limit;
+        g_assert_no_errno(prlimit(pid, RLIMIT_NOFILE, &tight, NULL));
+        r = g_dbus_connection_call_with_unix_fd_list_sync(f->bus, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH,
+                                                          LOOPD_MANAGER_INTERFACE, "Create",
+                                                          g_variant_new("(ha{sv})", 0, &b), NULL,
+                                                          G_DBUS_CALL_FLAGS_NONE, 20000, fds, NULL, NULL, &error);
+        g_assert_no_errno(prlimit(pid, RLIMIT_NOFILE, &old, NULL));
+        g_object_unref(fds);
+        if (r) {
+                g_assert_cmpuint(remove_all(f), ==, 1);
+                return NULL;
+        }
+        *ret_message = g_strdup(error->message);
+        return g_dbus_error_get_remote_error(error);
+}
+
+/*
+ * NoFreeDevice: loopd cannot get hold of a loop device. Its kernel cause,
+ * ENOSPC from LOOP_CTL_GET_FREE once no minor number is left, cannot be had
+ * here: LOOP_CTL_GET_FREE adds nodes on demand up to the block layer's 1M
+ * minors, and exhausting them would take the host's loop devices with it.
+ * The other cause loopd answers NoFreeDevice for is running out of file
+ * descriptors (EMFILE) as it opens the node, which a test can make: loopd's
+ * RLIMIT_NOFILE (prlimit, as root) just above its lowest free fd number.
+ * The backing fd the Create brings still arrives (the kernel puts it at that
+ * number); what fails then depends on how many fds a Create opens before the
+ * node, so the limit goes up one at a time until Create works. Each refusal
+ * leaves nothing attached and loopd answering; one of them is NoFreeDevice,
+ * when opening the node failed.
+ */
 static void test_no_free_device(LoopdFixture *f, gconstpointer data) {
+        g_autofree char *img = NULL;
+        gboolean saw_no_free_device = FALSE, worked = FALSE;
+        pid_t pid;
+        int lowest;
+
         LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
-        /* LOOP_CTL_GET_FREE adds a node whenever none is free, up to the
-         * minor numbers the block layer has (1M): exhausting them would
-         * take the host's loop devices with it, and making the daemon's
-         * LOOP_CTL_GET_FREE fail needs a hook in loopd that production
-         * code should not carry. */
-        g_test_skip("out of free loop devices cannot be simulated here: loop-control creates nodes on demand "
-                    "(past max_loop) and loopd has no fault-injection hook by design");
+        img = loopd_fixture_make_image(f, "nofree.img", 4 << 20, 0, 0, 0600);
+        create_works(f, img);
+        pid = loopd_fixture_daemon_pid(f);
+        lowest = lowest_free_fd(pid);
+
+        for (int extra = 1; extra <= 16 && !worked; extra++) {
+                g_autofree char *remote = NULL, *message = NULL;
+                g_autoptr(GVariant) pong = NULL;
+
+                remote = create_with_fd_limit(f, img, (rlim_t) (lowest + extra), &message);
+                g_test_message("loopd with %d fds free above its lowest free one: Create %s%s%s", extra,
+                               remote ? "answered " : "worked", remote ? remote : "", remote ? ": " : "");
+                if (message)
+                        g_test_message("  %s", message);
+                worked = remote == NULL;
+                saw_no_free_device |= g_strcmp0(remote, LOOPD_ERROR_NO_FREE_DEVICE) == 0;
+                g_assert_cmpstr(remote, !=, "org.freedesktop.DBus.Error.NoReply");
+                g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
+                pong = g_dbus_connection_call_sync(f->bus, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH,
+                                                   "org.freedesktop.DBus.Peer", "Ping", NULL, NULL,
+                                                   G_DBUS_CALL_FLAGS_NONE, 5000, NULL, NULL);
+                g_assert_nonnull(pong);
+                g_assert_cmpint(loopd_fixture_daemon_pid(f), ==, pid);
+        }
+        g_assert_true(worked);
+        g_assert_true(saw_no_free_device);
+        create_works(f, img);
 }
 
 int main(int argc, char *argv[]) {
@@ -626,7 +713,7 @@ int main(int argc, char *argv[]) {
                    loopd_fixture_teardown);
         g_test_add("/faults/state-dir/read-only", LoopdFixture, &bus_only, loopd_fixture_setup,
                    test_state_dir_read_only, loopd_fixture_teardown);
-        g_test_add("/faults/no-free-device", LoopdFixture, &bus_only, loopd_fixture_setup, test_no_free_device,
+        g_test_add("/faults/no-free-device", LoopdFixture, &daemon_opts, loopd_fixture_setup, test_no_free_device,
                    loopd_fixture_teardown);
         return g_test_run();
 }

@@ -27,11 +27,7 @@
 #define WARMUP_CYCLES 10
 #define RSS_SLACK_KIB 512
 
-static const char rules_nobody_may_create[] =
-        "polkit.addRule(function(action, subject) {\n"
-        "        if (action.id == \"org.loopd.create\" && subject.user == \"nobody\")\n"
-        "                return polkit.Result.YES;\n"
-        "});\n";
+static const char rules_nobody_may_create[] = LOOPD_RULE_ALLOW("nobody", LOOPD_ACTION_CREATE);
 
 static const char *stress_client(void) {
         const char *p = g_getenv("LOOPD_STRESS_CLIENT");
@@ -182,8 +178,8 @@ static void test_stress_create_inspect_remove(LoopdFixture *f, gconstpointer dat
         g_hash_table_iter_init(&it, t.errors);
         while (g_hash_table_iter_next(&it, &key, &value)) {
                 g_string_append_printf(errs, " %s=%u", (const char *) key, GPOINTER_TO_UINT(value));
-                if (strcmp(key, "org.loopd.Loop1.Error.Busy") != 0 &&
-                    strcmp(key, "org.loopd.Loop1.Error.QuotaExceeded") != 0)
+                if (strcmp(key, LOOPD_ERROR_BUSY) != 0 &&
+                    strcmp(key, LOOPD_ERROR_QUOTA_EXCEEDED) != 0)
                         unexpected += GPOINTER_TO_UINT(value);
         }
         g_test_message("stress: %u clients (%u root, %u nobody via polkit), %u cycles, %u ok, "

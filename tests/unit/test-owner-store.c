@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "loopd-protocol.h"
 #include "owner-store.h"
 #include "uevent.h"
 
@@ -177,7 +178,7 @@ static void test_malformed_files_are_removed(Fixture *f, gconstpointer data) {
 static void test_unique_name_validation(void) {
         g_assert_true(unique_name_is_valid(":1.42"));
         g_assert_true(unique_name_is_valid(":1.0"));
-        g_assert_false(unique_name_is_valid("org.loopd.Loop1"));
+        g_assert_false(unique_name_is_valid(LOOPD_BUS_NAME));
         g_assert_false(unique_name_is_valid(":"));
         g_assert_false(unique_name_is_valid(":1.2\nuid=0"));
         g_assert_false(unique_name_is_valid(":1/2"));
