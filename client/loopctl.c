@@ -682,7 +682,7 @@ static int verb_info(int argc, char **argv) {
         r = client_open(&c);
         if (r != EXIT_OK)
                 return r;
-        r = loopd_open(c, argv[first], &d);
+        r = loopd_get_device(c, argv[first], &d);
         if (r < 0)
                 return report(c, r, argv[first]);
         r = loopd_device_get_info(c, d, &info);

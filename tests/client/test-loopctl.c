@@ -695,7 +695,7 @@ static void test_not_authorized_exit_3(LoopdFixture *f, gconstpointer data) {
 }
 
 /* Runs loopctl as root with stdin on a fresh pty when `tty`, else /dev/null,
- * and returns whether its Open call allowed interactive authorization. */
+ * and returns whether its GetDevice call allowed interactive authorization. */
 static bool loopctl_asks_interactive(LoopdFixture *f, ClientMonitor *m, bool tty, bool no_ask) {
         g_autoptr(GSubprocessLauncher) l = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_SILENCE |
                                                                       G_SUBPROCESS_FLAGS_STDERR_SILENCE);
@@ -721,7 +721,7 @@ static bool loopctl_asks_interactive(LoopdFixture *f, ClientMonitor *m, bool tty
         g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 4);
         if (master >= 0)
                 close(master);
-        return client_monitor_next_call_interactive(m, "Open", 10);
+        return client_monitor_next_call_interactive(m, "GetDevice", 10);
 }
 
 static void test_interactive_only_on_a_tty(LoopdFixture *f, gconstpointer data) {
