@@ -48,13 +48,14 @@ static char *losetup(const char *first, ...) {
         return out;
 }
 
-/* The lines of text that start with one of the devices, in order. */
+/* The lines of text that start with one of the devices, in the order of
+ * devs (losetup -a goes by sysfs' order, loopctl by device number). */
 static char *lines_of(const char *text, const char *const *devs) {
         g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
         GString *s = g_string_new(NULL);
 
-        for (char **l = lines; *l; l++)
-                for (const char *const *d = devs; *d; d++) {
+        for (const char *const *d = devs; *d; d++)
+                for (char **l = lines; *l; l++) {
                         g_autofree char *prefix = g_strdup_printf("%s:", *d);
                         g_autofree char *prefix2 = g_strdup_printf("%s ", *d);
                         if (g_str_has_prefix(*l, prefix) || g_str_has_prefix(*l, prefix2))
