@@ -83,7 +83,7 @@ static void test_losetup_find_show_creates(LoopdFixture *f, gconstpointer data) 
         img = loopd_fixture_make_image(f, "find.img", 4 * MIB, 0, 0, 0644);
         {
                 g_auto(LoopdRunResult) r = { 0 };
-                client_loopctl_as(f, 0, &r, "-f", "--show", "-r", "-o", "4096", "--sizelimit", "1M", img, NULL);
+                client_loopctl_as(f, 0, &r, "-f", "--show", "-v", "-r", "-o", "4096", "--sizelimit", "1M", img, NULL);
                 g_assert_cmpint(r.status, ==, 0);
                 g_assert_cmpstr(r.err, ==, "");
                 g_assert_true(g_str_has_prefix(r.out, "/dev/loop"));
