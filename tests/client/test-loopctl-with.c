@@ -208,7 +208,6 @@ static void test_with_forwards_sigterm(LoopdFixture *f, gconstpointer data) {
 static void test_with_stops_what_command_left_running(LoopdFixture *f, gconstpointer data) {
         g_autofree char *img = NULL;
         g_auto(LoopdRunResult) r = { 0 };
-        g_auto(GStrv) w = NULL;
         pid_t left;
 
         LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
