@@ -59,22 +59,23 @@ static const struct {
         const char *name;
         int errnum;
 } error_map[] = {
-        { SD_BUS_ERROR_ACCESS_DENIED,                      EACCES },
-        { SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED, EACCES },
-        { SD_BUS_ERROR_INVALID_ARGS,                       EINVAL },
-        { LOOPD_ERROR_PREFIX "NotALoopDevice",             ENOTBLK },
-        { LOOPD_ERROR_PREFIX "NoSuchDevice",               ENXIO },
-        { LOOPD_ERROR_PREFIX "Busy",                       EBUSY },
-        { LOOPD_ERROR_PREFIX "BadBackingFile",             EBADF },
-        { LOOPD_ERROR_PREFIX "NoFreeDevice",               ENOSPC },
-        { LOOPD_ERROR_PREFIX "QuotaExceeded",              EDQUOT },
+        { LOOPD_DBUS_ERROR_ACCESS_DENIED,                      EACCES },
+        { LOOPD_DBUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED, EACCES },
+        { LOOPD_DBUS_ERROR_INVALID_ARGS,                       EINVAL },
+        { LOOPD_ERROR_NOT_A_LOOP_DEVICE,                       ENOTBLK },
+        { LOOPD_ERROR_NO_SUCH_DEVICE,                          ENXIO },
+        { LOOPD_ERROR_BUSY,                                    EBUSY },
+        { LOOPD_ERROR_BAD_BACKING_FILE,                        EBADF },
+        { LOOPD_ERROR_NO_FREE_DEVICE,                          ENOSPC },
+        { LOOPD_ERROR_QUOTA_EXCEEDED,                          EDQUOT },
+        { LOOPD_ERROR_LIMITS_EXCEEDED,                         EAGAIN },
+        { LOOPD_DBUS_ERROR_TIMEOUT,                            ETIMEDOUT },
         /* A device object that went away between two calls. */
-        { SD_BUS_ERROR_UNKNOWN_OBJECT,                     ENXIO },
-        { SD_BUS_ERROR_UNKNOWN_INTERFACE,                  ENXIO },
-        { SD_BUS_ERROR_SERVICE_UNKNOWN,                    EHOSTUNREACH },
-        { SD_BUS_ERROR_NAME_HAS_NO_OWNER,                  EHOSTUNREACH },
-        { SD_BUS_ERROR_NO_REPLY,                           ETIMEDOUT },
-        { SD_BUS_ERROR_TIMEOUT,                            ETIMEDOUT },
+        { SD_BUS_ERROR_UNKNOWN_OBJECT,                         ENXIO },
+        { SD_BUS_ERROR_UNKNOWN_INTERFACE,                      ENXIO },
+        { SD_BUS_ERROR_SERVICE_UNKNOWN,                        EHOSTUNREACH },
+        { SD_BUS_ERROR_NAME_HAS_NO_OWNER,                      EHOSTUNREACH },
+        { SD_BUS_ERROR_NO_REPLY,                               ETIMEDOUT },
 };
 
 /* Our own table first: sd-bus's is process-global (sd_bus_error_add_map)
@@ -379,6 +380,7 @@ void loopd_device_info_free(LoopdDeviceInfo *info) {
         free(info->name);
         free(info->device_path);
         free(info->backing_file);
+        free(info->backing_file_bytes);
         free(info);
 }
 
@@ -408,6 +410,8 @@ static const struct {
         { "DeviceNumber",  't', offsetof(LoopdDeviceInfo, device_number) },
         { "DiskSeq",       't', offsetof(LoopdDeviceInfo, diskseq) },
         { "BackingFile",   's', offsetof(LoopdDeviceInfo, backing_file) },
+        { "BackingFileBytes", 'y', offsetof(LoopdDeviceInfo, backing_file_bytes) },
+        { "BackingFileDeleted", 'b', offsetof(LoopdDeviceInfo, backing_file_deleted) },
         { "BackingDevice", 't', offsetof(LoopdDeviceInfo, backing_device) },
         { "BackingInode",  't', offsetof(LoopdDeviceInfo, backing_inode) },
         { "Offset",        't', offsetof(LoopdDeviceInfo, offset) },
@@ -420,10 +424,36 @@ static const struct {
         { "DirectIO",      'b', offsetof(LoopdDeviceInfo, direct_io) },
         { "OwnerUID",      'u', offsetof(LoopdDeviceInfo, owner_uid) },
         { "BoundToCaller", 'b', offsetof(LoopdDeviceInfo, bound_to_caller) },
+        { "DetachPending", 'b', offsetof(LoopdDeviceInfo, detach_pending) },
 };
 
+/* An "ay" file name (the contract's BackingFileBytes): NUL-terminated on the
+ * wire, like udisks2's; taken up to the first NUL, which a kernel name never
+ * holds, so the C string is the whole name. */
+static int read_bytes_as_string(sd_bus_message *m, char **field) {
+        const void *p;
+        size_t n;
+        char *s;
+        int r;
+
+        r = sd_bus_message_read_array(m, 'y', &p, &n);
+        if (r < 0)
+                return r;
+        n = p ? strnlen(p, n) : 0;
+        s = malloc(n + 1);
+        if (!s)
+                return -ENOMEM;
+        if (n > 0)
+                memcpy(s, p, n);
+        s[n] = '\0';
+        free(*field);
+        *field = s;
+        return 0;
+}
+
+/* type 'y' stands for "ay". */
 static int read_property(sd_bus_message *m, char type, void *field) {
-        char sig[2] = { type, 0 };
+        const char *sig = type == 'y' ? "ay" : type == 's' ? "s" : type == 'u' ? "u" : type == 't' ? "t" : "b";
         int r;
 
         r = sd_bus_message_enter_container(m, 'v', sig);
@@ -449,6 +479,9 @@ static int read_property(sd_bus_message *m, char type, void *field) {
                 break;
         case 't':
                 r = sd_bus_message_read_basic(m, 't', field);
+                break;
+        case 'y':
+                r = read_bytes_as_string(m, field);
                 break;
         case 'b': {
                 int b;
@@ -570,21 +603,21 @@ static int append_options(sd_bus_message *m, const LoopdCreateOptions *o) {
         r = sd_bus_message_open_container(m, 'a', "{sv}");
         if (r < 0)
                 return r;
-        if (o->offset > 0 && (r = sd_bus_message_append(m, "{sv}", "offset", "t", o->offset)) < 0)
+        if (o->offset > 0 && (r = sd_bus_message_append(m, "{sv}", LOOPD_OPTION_OFFSET, "t", o->offset)) < 0)
                 return r;
-        if (o->size_limit > 0 && (r = sd_bus_message_append(m, "{sv}", "size-limit", "t", o->size_limit)) < 0)
+        if (o->size_limit > 0 && (r = sd_bus_message_append(m, "{sv}", LOOPD_OPTION_SIZE_LIMIT, "t", o->size_limit)) < 0)
                 return r;
-        if (o->block_size > 0 && (r = sd_bus_message_append(m, "{sv}", "block-size", "u", o->block_size)) < 0)
+        if (o->block_size > 0 && (r = sd_bus_message_append(m, "{sv}", LOOPD_OPTION_BLOCK_SIZE, "u", o->block_size)) < 0)
                 return r;
-        if (o->read_only && (r = sd_bus_message_append(m, "{sv}", "read-only", "b", 1)) < 0)
+        if (o->read_only && (r = sd_bus_message_append(m, "{sv}", LOOPD_OPTION_READ_ONLY, "b", 1)) < 0)
                 return r;
-        if (o->autoclear && (r = sd_bus_message_append(m, "{sv}", "autoclear", "b", 1)) < 0)
+        if (o->autoclear && (r = sd_bus_message_append(m, "{sv}", LOOPD_OPTION_AUTOCLEAR, "b", 1)) < 0)
                 return r;
-        if (o->partscan && (r = sd_bus_message_append(m, "{sv}", "partscan", "b", 1)) < 0)
+        if (o->partscan && (r = sd_bus_message_append(m, "{sv}", LOOPD_OPTION_PARTSCAN, "b", 1)) < 0)
                 return r;
-        if (o->direct_io && (r = sd_bus_message_append(m, "{sv}", "direct-io", "b", 1)) < 0)
+        if (o->direct_io && (r = sd_bus_message_append(m, "{sv}", LOOPD_OPTION_DIRECT_IO, "b", 1)) < 0)
                 return r;
-        if (o->bind_to_caller && (r = sd_bus_message_append(m, "{sv}", "bind-to-caller", "b", 1)) < 0)
+        if (o->bind_to_caller && (r = sd_bus_message_append(m, "{sv}", LOOPD_OPTION_BIND_TO_CALLER, "b", 1)) < 0)
                 return r;
         return sd_bus_message_close_container(m);
 }
@@ -613,20 +646,20 @@ static int create_message(LoopdClient *c, const char *member, char type, const v
         return 0;
 }
 
-/* Reads Create's reply "osh". The fd stays owned by the message unless
- * ret_fd asks for a copy. */
-static int create_reply_read(LoopdClient *c, sd_bus_message *reply,
-                             LoopdDevice **ret_device, int *ret_fd) {
+/* Reads the reply "osh" of Create, CreateFromPath and Manager.Open. The fd
+ * stays owned by the message unless ret_fd asks for a copy. */
+static int device_fd_reply_read(LoopdClient *c, sd_bus_message *reply, const char *member,
+                                LoopdDevice **ret_device, int *ret_fd) {
         _cleanup_(loopd_device_unrefp) LoopdDevice *d = NULL;
         const char *object_path, *device_path;
         int fd, r;
 
         r = sd_bus_message_read(reply, "osh", &object_path, &device_path, &fd);
         if (r < 0)
-                return client_local_error(c, r, "Cannot parse the reply of Create: %s", strerror(-r));
+                return client_local_error(c, r, "Cannot parse the reply of %s: %s", member, strerror(-r));
         r = device_new(object_path, NULL, device_path, &d);
         if (r < 0)
-                return client_local_error(c, r, "Cannot parse the reply of Create: %s", strerror(-r));
+                return client_local_error(c, r, "Cannot parse the reply of %s: %s", member, strerror(-r));
         if (ret_fd) {
                 int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
                 if (copy < 0) {
@@ -651,7 +684,7 @@ static int create_common(LoopdClient *c, const char *member, char type, const vo
         r = client_call(c, m, &reply);
         if (r < 0)
                 return r;
-        return create_reply_read(c, reply, ret_device, ret_device_fd);
+        return device_fd_reply_read(c, reply, member, ret_device, ret_device_fd);
 }
 
 int loopd_create(LoopdClient *c, int backing_fd, const LoopdCreateOptions *opts,
@@ -674,20 +707,93 @@ int loopd_create_from_path(LoopdClient *c, const char *path, const LoopdCreateOp
 
 /* ---- Open, remove, refresh ----------------------------------------------- */
 
-int loopd_open(LoopdClient *c, const char *path, LoopdDevice **ret) {
+/* The options of Open from LOOPD_OPEN_* flags. */
+static int open_options_append(LoopdClient *c, sd_bus_message *m, uint64_t flags) {
+        int r;
+
+        if (flags & ~(uint64_t) LOOPD_OPEN_READ_ONLY)
+                return client_local_error(c, -EINVAL, "Unknown flags 0x%llx for Open",
+                                          (unsigned long long) (flags & ~(uint64_t) LOOPD_OPEN_READ_ONLY));
+        r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0 && (flags & LOOPD_OPEN_READ_ONLY))
+                r = sd_bus_message_append(m, "{sv}", LOOPD_OPTION_READ_ONLY, "b", 1);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r < 0)
+                return client_local_error(c, r, "Cannot build the options of Open: %s", strerror(-r));
+        return 0;
+}
+
+int loopd_open(LoopdClient *c, const char *name, uint64_t flags, LoopdDevice **ret_device, int *ret_fd) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        int r;
+
+        if (!c)
+                return -EINVAL;
+        if (!name)
+                return client_local_error(c, -EINVAL, "No device name given");
+
+        r = client_new_call(c, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "Open", &m);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "s", name);
+        if (r < 0)
+                return client_local_error(c, r, "Invalid device name: %s", strerror(-r));
+        r = open_options_append(c, m, flags);
+        if (r < 0)
+                return r;
+        r = client_call(c, m, &reply);
+        if (r < 0)
+                return r;
+        return device_fd_reply_read(c, reply, "Open", ret_device, ret_fd);
+}
+
+int loopd_device_open(LoopdClient *c, LoopdDevice *d, uint64_t flags, int *ret_fd) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        int fd, r;
+
+        if (!c)
+                return -EINVAL;
+        if (!d)
+                return client_local_error(c, -EINVAL, "No device given");
+
+        r = client_new_call(c, d->object_path, LOOPD_DEVICE_INTERFACE, "Open", &m);
+        if (r < 0)
+                return r;
+        r = open_options_append(c, m, flags);
+        if (r < 0)
+                return r;
+        r = client_call(c, m, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(reply, "h", &fd);
+        if (r < 0)
+                return client_local_error(c, r, "Cannot parse the reply of Open: %s", strerror(-r));
+        if (ret_fd) {
+                int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+                if (copy < 0) {
+                        r = negative_errno();
+                        return client_local_error(c, r, "Cannot keep the device fd: %s", strerror(-r));
+                }
+                *ret_fd = copy;
+        }
+        return 0;
+}
+
+int loopd_get_device(LoopdClient *c, const char *name, LoopdDevice **ret) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
         const char *object_path;
         int r;
 
         if (!c)
                 return -EINVAL;
-        if (!path || !ret)
+        if (!name || !ret)
                 return client_local_error(c, -EINVAL, "No device name or no result pointer given");
 
-        r = client_new_call(c, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "Open", &m);
+        r = client_new_call(c, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "GetDevice", &m);
         if (r < 0)
                 return r;
-        r = sd_bus_message_append(m, "s", path);
+        r = sd_bus_message_append(m, "s", name);
         if (r < 0)
                 return client_local_error(c, r, "Invalid device name: %s", strerror(-r));
         r = client_call(c, m, &reply);
@@ -695,7 +801,7 @@ int loopd_open(LoopdClient *c, const char *path, LoopdDevice **ret) {
                 return r;
         r = sd_bus_message_read(reply, "o", &object_path);
         if (r < 0)
-                return client_local_error(c, r, "Cannot parse the reply of Open: %s", strerror(-r));
+                return client_local_error(c, r, "Cannot parse the reply of GetDevice: %s", strerror(-r));
         r = device_new(object_path, NULL, NULL, ret);
         if (r < 0)
                 return client_local_error(c, r, "Unexpected device object %s", object_path);
@@ -939,7 +1045,7 @@ static int create_async_reply(sd_bus_message *reply, void *userdata, sd_bus_erro
 
         r = async_reply_error(c, reply);
         if (r >= 0)
-                r = create_reply_read(c, reply, &d, &fd);
+                r = device_fd_reply_read(c, reply, "Create", &d, &fd);
         if (a->create_handler)
                 a->create_handler(c, r < 0 ? r : 0, r < 0 ? NULL : d, r < 0 ? -1 : fd, a->userdata);
         return 0;

@@ -3,28 +3,57 @@
 
 /*
  * The parts of loopctl that are pure functions of their input: size
- * arguments, JSON strings, terminal-safe text. Kept apart so that a unit test
- * can check them without a bus.
+ * arguments, getopt's failures put into words, and file names made safe for
+ * text that must be UTF-8. Kept apart so that a unit test can check them
+ * without a bus. Tables and JSON are libsmartcols' business (loopctl.c).
  */
 
+#include <getopt.h>
+#include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
 
 /*
- * "4096", "4K", "4KiB" (×1024), "4KB" (×1000), likewise M G T P E; suffixes
- * in either case, as losetup(8) reads them. No sign, no spaces, no fractions.
- * -EINVAL for anything else, -ERANGE when the value does not fit in 64 bits.
+ * Reads a size the way util-linux's tools (losetup -o, --sizelimit, -b)
+ * read one, the grammar of its strtosize():
+ *
+ *   [spaces][+]INTEGER[.FRACTION][SUFFIX]
+ *
+ * INTEGER as strtoumax() with base 0: "0x10" is 16, "010" is 8 (octal; "08"
+ * is an error), else decimal. SUFFIX: K M G T P E Z Y (or lower case), alone
+ * or with "iB"/"ib" for powers of 1024, with "B"/"b" for powers of 1000.
+ * FRACTION is decimal and needs a SUFFIX ("1.5M"; "1.5" and "1.0" are errors,
+ * "1.K" is 1024). '.' is the decimal point whatever the locale.
+ *
+ * One deliberate difference: util-linux 2.38 adds a fraction digit by digit
+ * with integer divisions and can be off ("1.25M" gives 1310719 there, "1.999K"
+ * 2150). Here a fraction is exact, and one that does not come to a whole
+ * number of bytes ("1.05K") is refused rather than rounded.
+ *
+ * Returns 0, -EINVAL (not a size), -ERANGE (more than 64 bits) or -EDOM (a
+ * fraction of a byte). *ret is untouched on failure.
  */
 int parse_size(const char *s, uint64_t *ret);
 
-/* Writes s as a JSON string with its quotes. D-Bus strings are valid UTF-8,
- * so only '"', '\\' and control characters need escaping; they are. */
-void json_write_string(FILE *f, const char *s);
+/*
+ * getopt_long() (with a leading ':' in optstring and opterr = 0) returned
+ * `c` ('?' or ':'): the reason in words, naming the option as the user typed
+ * it: "unknown option '--frob'", "unknown option '-x'", "option '--offset'
+ * needs a value", "option '--read-only' takes no value ('--read-only=yes')",
+ * "ambiguous option '--s' (--sizelimit, --show, ...)". Call it right after
+ * getopt_long(), with the optind and optopt it left. Returns a malloc'ed
+ * string, NULL on ENOMEM.
+ */
+char *option_error(int c, int optopt_, int optind_, int argc, char *const *argv,
+                   const struct option *options);
 
-/* A copy of s with C0 controls and DEL shown as \xNN, C1 controls as
- * \uNNNN and '\' doubled, so that a backing file name cannot move the cursor
- * or rewrite the terminal, and the escaping stays unambiguous. NULL on OOM. */
-char *escape_for_terminal(const char *s);
+/* True when s is valid UTF-8 (no overlong forms, no surrogates, nothing past
+ * U+10FFFF): text that JSON and D-Bus strings can hold as it is. */
+bool utf8_is_valid(const char *s);
 
-/* Columns s takes on a terminal, counting a UTF-8 sequence as one. */
-size_t text_width(const char *s);
+/*
+ * A file name as the contract's BackingFile property writes it
+ * (dbus/org.loopd.Loop1.xml): every byte that is not part of valid UTF-8,
+ * every control character (C0, DEL, C1) and the backslash become "\xNN", so
+ * the text is valid UTF-8 and unambiguous. NULL s gives "". NULL on ENOMEM.
+ */
+char *escape_name(const char *s);

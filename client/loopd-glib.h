@@ -9,12 +9,30 @@
  *   LoopdGlibDevice  / LoopdGlibDeviceProxy    org.loopd.Loop1.Device
  *   LoopdGlibObjectManagerClient               devices as GDBusObjects
  *
- * Create and CreateFromPath pass fds in a GUnixFDList:
+ * Create, CreateFromPath, Manager.Open and Device.Open pass fds in a
+ * GUnixFDList:
  *   loopd_glib_manager_call_create(manager, g_variant_new_handle(0), options,
  *                                  fd_list, cancellable, callback, user_data);
  *   loopd_glib_manager_call_create_finish(manager, &object_path, &device_path,
  *                                         &out_handle, &out_fd_list, result, &error);
- * with out_handle an index into out_fd_list.
+ * with out_handle an index into out_fd_list: g_unix_fd_list_get(out_fd_list,
+ * g_variant_get_handle(out_handle), &error) returns a duplicate that is the
+ * caller's to close (the list closes its own with its last reference).
+ * Options are a{sv} typed as the contract says: "offset" is
+ * g_variant_new_uint64(), "read-only" g_variant_new_boolean().
+ *
+ *   loopd_glib_manager_call_open(manager, "/dev/loop0", options, NULL, ...)
+ *     an fd to an attached device (root and its owner unasked, others per
+ *     polkit's org.loopd.manage-others);
+ *   loopd_glib_manager_call_get_device(manager, "loop0", ...)
+ *     only its object path: nothing opened, nothing asked.
+ *
+ * Names are bytes: loopd_glib_device_get_backing_file_bytes() is the exact
+ * name (a bytestring, not necessarily UTF-8); _get_backing_file() is valid
+ * UTF-8 text for people, escaped (see the interface XML).
+ *
+ * Errors: g_dbus_error_get_remote_error() gives the D-Bus name, e.g.
+ * LOOPD_ERROR_NO_SUCH_DEVICE from loopd-protocol.h.
  *
  * The namespace is LoopdGlib, not Loopd, on purpose: gdbus-codegen would
  * otherwise generate loopd_device_get_name() and a LoopdDevice type, which

@@ -25,6 +25,9 @@
  *     options are wrong" stay distinguishable by errno alone)
  *   org.loopd.Loop1.Error.NoFreeDevice                           -ENOSPC
  *   org.loopd.Loop1.Error.QuotaExceeded                          -EDQUOT
+ *   org.loopd.Loop1.Error.LimitsExceeded                         -EAGAIN
+ *     (too many of the caller's requests in flight at once; loopd serves
+ *     its other callers meanwhile, so trying again later is right)
  *   org.freedesktop.DBus.Error.UnknownObject / UnknownInterface  -ENXIO
  *     (a device object that went away between two calls)
  *   org.freedesktop.DBus.Error.ServiceUnknown / NameHasNoOwner   -EHOSTUNREACH
@@ -148,10 +151,35 @@ int loopd_create(LoopdClient *client, int backing_fd, const LoopdCreateOptions *
 int loopd_create_from_path(LoopdClient *client, const char *path, const LoopdCreateOptions *opts,
                            LoopdDevice **ret_device, int *ret_device_fd);
 
-/* ---- Naming, removing, resizing ------------------------------------------ */
+/* ---- Naming, opening, removing, resizing --------------------------------- */
 
-/* Looks up the attached device "/dev/loopN" or "loopN". */
-int loopd_open(LoopdClient *client, const char *path, LoopdDevice **ret);
+/*
+ * Looks up the attached device "/dev/loopN" or "loopN" (GetDevice): its
+ * object only, nothing opened and nothing asked of polkit, so it is what
+ * listing tools use. -ENOTBLK for a name that is no loop device, -ENXIO for
+ * one that is not attached.
+ */
+int loopd_get_device(LoopdClient *client, const char *name, LoopdDevice **ret);
+
+/* Flags of loopd_open() and loopd_device_open(); any other bit is -EINVAL. */
+#define LOOPD_OPEN_READ_ONLY (UINT64_C(1) << 0)
+
+/*
+ * Opens the attached device "/dev/loopN" or "loopN" for the caller (Open):
+ * loopd opens the node and passes the fd, so this works for a device's
+ * owner who may not open /dev/loopN itself (an autoclear device's owner,
+ * whose only handle is an fd). Root and the device's owner (OwnerUID) are
+ * not asked; anyone else needs polkit's org.loopd.manage-others (-EACCES
+ * otherwise). *ret_fd (nullable) is read-write, or read-only with
+ * LOOPD_OPEN_READ_ONLY or when the device is read-only; not exclusive.
+ * Closing it is the caller's job, and for an autoclear device the last close
+ * detaches it.
+ */
+int loopd_open(LoopdClient *client, const char *name, uint64_t flags,
+               LoopdDevice **ret_device, int *ret_fd);
+/* The same on a device object (Device.Open): exactly this attachment. */
+int loopd_device_open(LoopdClient *client, LoopdDevice *device, uint64_t flags, int *ret_fd);
+
 /* Detaches "loopN" or "/dev/loopN"; returns once detached (or once the kernel
  * deferred the detach to the last close). */
 int loopd_remove(LoopdClient *client, const char *device);
@@ -192,7 +220,7 @@ typedef struct LoopdDeviceInfo {
         uint32_t number;        /* Number: N */
         uint64_t device_number; /* DeviceNumber: dev_t of the node */
         uint64_t diskseq;       /* DiskSeq */
-        char *backing_file;     /* BackingFile: as the kernel reports it, maybe " (deleted)" */
+        char *backing_file;     /* BackingFile: for people, valid UTF-8, escaped, maybe " (deleted)" */
         uint64_t backing_device; /* BackingDevice: st_dev of the backing file */
         uint64_t backing_inode; /* BackingInode: st_ino of the backing file */
         uint64_t offset;        /* Offset */
@@ -205,12 +233,19 @@ typedef struct LoopdDeviceInfo {
         bool direct_io;         /* DirectIO */
         bool bound_to_caller;   /* BoundToCaller */
         uint32_t owner_uid;     /* OwnerUID, LOOPD_UID_INVALID if not created through loopd */
+        /* Since the contract's second version; a daemon before it leaves
+         * them NULL / false. */
+        char *backing_file_bytes;   /* BackingFileBytes: the exact name, any bytes (not
+                                     * necessarily UTF-8), without " (deleted)" */
+        bool backing_file_deleted;  /* BackingFileDeleted: the file was unlinked */
+        bool detach_pending;        /* DetachPending: removed, but the kernel keeps it
+                                     * until its last opener closes it */
 } LoopdDeviceInfo;
 
 /* Reads the device's properties now (Properties.GetAll). */
 int loopd_device_get_info(LoopdClient *client, LoopdDevice *device, LoopdDeviceInfo **ret);
 /* The snapshot taken by loopd_list(), or NULL for a device that came from
- * loopd_create() or loopd_open(). Owned by the device. */
+ * loopd_create(), loopd_open() or loopd_get_device(). Owned by the device. */
 const LoopdDeviceInfo *loopd_device_peek_info(LoopdDevice *device);
 void loopd_device_info_free(LoopdDeviceInfo *info);
 

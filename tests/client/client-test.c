@@ -77,6 +77,77 @@ void client_loopctl_as(LoopdFixture *f, uid_t uid, LoopdRunResult *r, ...) {
         loopd_fixture_run_as(f, uid, uid, (const char *const *) argv->pdata, r);
 }
 
+void client_loopctl_argv_as(LoopdFixture *f, uid_t uid, LoopdRunResult *r, const char *const *args) {
+        g_autoptr(GPtrArray) argv = g_ptr_array_new();
+
+        g_ptr_array_add(argv, (char *) client_loopctl());
+        for (const char *const *a = args; *a; a++)
+                g_ptr_array_add(argv, (char *) *a);
+        g_ptr_array_add(argv, NULL);
+        loopd_fixture_run_as(f, uid, uid, (const char *const *) argv->pdata, r);
+}
+
+void client_assert_one_error_line(const LoopdRunResult *r, const char *contains) {
+        if (!g_str_has_prefix(r->err, "loopctl: ") || !strchr(r->err, '\n') ||
+            strchr(r->err, '\n')[1] != '\0')
+                g_error("stderr is not one 'loopctl: ' line: '%s'", r->err);
+        for (const char *p = r->err; *p; p++)
+                if ((unsigned char) *p < 0x20 && *p != '\n')
+                        g_error("control character 0x%02x in stderr: '%s'", *p, r->err);
+        if (contains && !strstr(r->err, contains))
+                g_error("stderr '%s' does not mention '%s'", r->err, contains);
+}
+
+char *client_create_as(LoopdFixture *f, uid_t uid, const char *path, ...) {
+        g_autoptr(GPtrArray) args = g_ptr_array_new();
+        g_auto(LoopdRunResult) r = { 0 };
+        const char *a;
+        va_list ap;
+
+        g_ptr_array_add(args, (char *) "create");
+        g_ptr_array_add(args, (char *) path);
+        va_start(ap, path);
+        while ((a = va_arg(ap, const char *)))
+                g_ptr_array_add(args, (char *) a);
+        va_end(ap);
+        g_ptr_array_add(args, NULL);
+        client_loopctl_argv_as(f, uid, &r, (const char *const *) args->pdata);
+        if (r.status != 0)
+                g_error("loopctl create %s failed (%d): %s", path, r.status, r.err);
+        g_assert_true(g_str_has_prefix(r.out, "/dev/loop"));
+        g_assert_true(g_str_has_suffix(r.out, "\n"));
+        g_strchomp(r.out);
+        g_assert_true(client_loop_attached(r.out));
+        return g_strdup(r.out);
+}
+
+char *client_list_json(LoopdFixture *f) {
+        g_auto(LoopdRunResult) r = { 0 };
+
+        client_loopctl_as(f, 0, &r, "list", "--json", "--output-all", NULL);
+        if (r.status != 0)
+                g_error("loopctl list --json failed (%d): %s", r.status, r.err);
+        return g_strdup(r.out);
+}
+
+void client_assert_json(const char *json, const char *expression, const char *expected) {
+        g_autofree char *v = client_json_eval(json, expression);
+
+        if (!v)
+                return;   /* skipped: no python3 */
+        if (g_strcmp0(v, expected) != 0)
+                g_error("%s is '%s', expected '%s' in:\n%s", expression, v, expected, json);
+}
+
+void client_assert_dev(const char *json, const char *dev, const char *expr, const char *expected) {
+        const char *name = g_str_has_prefix(dev, "/dev/") ? dev : NULL;
+        g_autofree char *full = name ? NULL : g_strdup_printf("/dev/%s", dev);
+        g_autofree char *e = g_strdup_printf("[%s for x in d['loopdevices'] if x['name'] == '%s'][0]",
+                                             expr, name ? name : full);
+
+        client_assert_json(json, e, expected);
+}
+
 char *client_json_eval(const char *json, const char *expression) {
         const char *python = "/usr/bin/python3";
         g_autofree char *script = NULL, *out = NULL, *err = NULL;

@@ -35,6 +35,25 @@ const char *client_loopctl(void);
  * through the fixture (setpriv, the fixture's bus, stdin /dev/null). */
 void client_loopctl_as(LoopdFixture *f, uid_t uid, LoopdRunResult *r, ...) G_GNUC_NULL_TERMINATED;
 
+/* The same with the arguments in a NULL-terminated array. */
+void client_loopctl_argv_as(LoopdFixture *f, uid_t uid, LoopdRunResult *r, const char *const *args);
+
+/* stderr of a failure: exactly one line, "loopctl: ...", containing
+ * `contains` (if not NULL), and no control character. */
+void client_assert_one_error_line(const LoopdRunResult *r, const char *contains);
+
+/* `loopctl create PATH [args]` as uid must succeed: returns "/dev/loopN"
+ * (free it), which the kernel has attached. */
+char *client_create_as(LoopdFixture *f, uid_t uid, const char *path, ...) G_GNUC_NULL_TERMINATED;
+
+/* `loopctl list --json --output-all` as root: its stdout (free it). */
+char *client_list_json(LoopdFixture *f);
+/* Fails unless `expression` over `json` prints `expected`. Returns quietly
+ * after a skip (no /usr/bin/python3). */
+void client_assert_json(const char *json, const char *expression, const char *expected);
+/* The same about dev's entry: client_assert_dev(json, dev, "x['offset']", "4096"). */
+void client_assert_dev(const char *json, const char *dev, const char *expr, const char *expected);
+
 /*
  * Evaluates a Python expression over the JSON text `json`, bound to `d`
  * (e.g. "d['devices'][0]['name']"), with /usr/bin/python3's json module

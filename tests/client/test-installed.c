@@ -152,6 +152,15 @@ static void test_installed_pkg_config_builds_and_runs(LoopdFixture *f, gconstpoi
         assert_installed(destdir, "loopctl");
         assert_installed(destdir, "loopctl.1");
         assert_installed(destdir, "loopd.8");
+        {
+                /* Where bash-completion looks, named after the command. */
+                g_autofree char *out = NULL;
+                const char *argv[] = { "find", destdir, "-path", "*/bash-completion/completions/loopctl", NULL };
+                g_assert_true(g_spawn_sync(NULL, (char **) argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
+                                           &out, NULL, NULL, NULL));
+                if (!out || !*out)
+                        g_error("no bash-completion/completions/loopctl under %s", destdir);
+        }
         assert_installed(destdir, "loopd.h");
         assert_installed(destdir, "loopd-glib.h");
         assert_installed(destdir, "loopd-glib-generated.h");

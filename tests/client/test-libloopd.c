@@ -268,19 +268,19 @@ static void test_create_bind_to_caller_goes_with_connection(LoopdFixture *f, gco
 
 /* ---- open, remove, refresh ----------------------------------------------- */
 
-static void test_open_by_name_and_path(LoopdFixture *f, gconstpointer data) {
+static void test_get_device_by_name_and_path(LoopdFixture *f, gconstpointer data) {
         _client_ LoopdClient *c = NULL;
         _device_ LoopdDevice *d = NULL, *by_name = NULL, *by_path = NULL;
         int fd;
 
         LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
         c = new_client();
-        fd = open_image(f, "open.img", 1 * MIB, O_RDWR, NULL);
+        fd = open_image(f, "lookup.img", 1 * MIB, O_RDWR, NULL);
         assert_ok(c, loopd_create(c, fd, NULL, &d, NULL));
         close(fd);
 
-        assert_ok(c, loopd_open(c, loopd_device_get_name(d), &by_name));
-        assert_ok(c, loopd_open(c, loopd_device_get_path(d), &by_path));
+        assert_ok(c, loopd_get_device(c, loopd_device_get_name(d), &by_name));
+        assert_ok(c, loopd_get_device(c, loopd_device_get_path(d), &by_path));
         g_assert_cmpstr(loopd_device_get_object_path(by_name), ==, loopd_device_get_object_path(d));
         g_assert_cmpstr(loopd_device_get_object_path(by_path), ==, loopd_device_get_object_path(d));
         g_assert_cmpstr(loopd_device_get_name(by_path), ==, loopd_device_get_name(d));
@@ -290,7 +290,7 @@ static void test_open_by_name_and_path(LoopdFixture *f, gconstpointer data) {
         assert_ok(c, loopd_remove(c, loopd_device_get_path(d)));
 }
 
-static void test_open_names_errors(LoopdFixture *f, gconstpointer data) {
+static void test_get_device_names_errors(LoopdFixture *f, gconstpointer data) {
         _client_ LoopdClient *c = NULL;
         LoopdDevice *d = NULL;
         int r;
@@ -298,20 +298,79 @@ static void test_open_names_errors(LoopdFixture *f, gconstpointer data) {
         LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
         c = new_client();
 
-        r = loopd_open(c, "/dev/null", &d);
-        assert_error(c, r, ENOTBLK, "org.loopd.Loop1.Error.NotALoopDevice");
-        r = loopd_open(c, "sda", &d);
-        assert_error(c, r, ENOTBLK, "org.loopd.Loop1.Error.NotALoopDevice");
+        r = loopd_get_device(c, "/dev/null", &d);
+        assert_error(c, r, ENOTBLK, LOOPD_ERROR_NOT_A_LOOP_DEVICE);
+        r = loopd_get_device(c, "sda", &d);
+        assert_error(c, r, ENOTBLK, LOOPD_ERROR_NOT_A_LOOP_DEVICE);
         g_assert_null(d);
 
         /* A loop device that is not attached (whether or not its node
          * exists). */
-        r = loopd_open(c, "loop4000", &d);
-        assert_error(c, r, ENXIO, "org.loopd.Loop1.Error.NoSuchDevice");
+        r = loopd_get_device(c, "loop4000", &d);
+        assert_error(c, r, ENXIO, LOOPD_ERROR_NO_SUCH_DEVICE);
+        r = loopd_open(c, "loop4000", 0, &d, NULL);
+        assert_error(c, r, ENXIO, LOOPD_ERROR_NO_SUCH_DEVICE);
+        r = loopd_open(c, "/dev/null", 0, &d, NULL);
+        assert_error(c, r, ENOTBLK, LOOPD_ERROR_NOT_A_LOOP_DEVICE);
+        g_assert_null(d);
 
         /* Local argument errors have a message but no D-Bus name. */
-        r = loopd_open(c, NULL, &d);
+        r = loopd_get_device(c, NULL, &d);
         assert_error(c, r, EINVAL, NULL);
+        r = loopd_open(c, NULL, 0, &d, NULL);
+        assert_error(c, r, EINVAL, NULL);
+        r = loopd_open(c, "loop4000", UINT64_C(1) << 1, &d, NULL);
+        assert_error(c, r, EINVAL, NULL);
+}
+
+/* The fd is the device: same node, the access mode asked for. */
+static void assert_device_fd(int fd, LoopdDevice *d, int accmode) {
+        struct stat st, node;
+        int fl = fcntl(fd, F_GETFL);
+
+        g_assert_cmpint(fd, >, 2);
+        g_assert_cmpint(fcntl(fd, F_GETFD), ==, FD_CLOEXEC);
+        g_assert_cmpint(fstat(fd, &st), ==, 0);
+        g_assert_cmpint(stat(loopd_device_get_path(d), &node), ==, 0);
+        g_assert_true(S_ISBLK(st.st_mode));
+        g_assert_cmpuint(st.st_rdev, ==, node.st_rdev);
+        g_assert_cmpint(fl & O_ACCMODE, ==, accmode);
+}
+
+static void test_open_returns_the_device_fd(LoopdFixture *f, gconstpointer data) {
+        _client_ LoopdClient *c = NULL;
+        _device_ LoopdDevice *d = NULL, *opened = NULL, *ro = NULL;
+        char buf[512] = "loopd";
+        int fd, dev_fd = -1, ro_fd = -1, obj_fd = -1;
+
+        LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
+        c = new_client();
+        fd = open_image(f, "open.img", 1 * MIB, O_RDWR, NULL);
+        assert_ok(c, loopd_create(c, fd, NULL, &d, NULL));
+        close(fd);
+
+        assert_ok(c, loopd_open(c, loopd_device_get_name(d), 0, &opened, &dev_fd));
+        g_assert_cmpstr(loopd_device_get_object_path(opened), ==, loopd_device_get_object_path(d));
+        g_assert_cmpstr(loopd_device_get_path(opened), ==, loopd_device_get_path(d));
+        assert_device_fd(dev_fd, d, O_RDWR);
+        g_assert_cmpint(pwrite(dev_fd, buf, sizeof(buf), 0), ==, sizeof(buf));
+
+        assert_ok(c, loopd_open(c, loopd_device_get_path(d), LOOPD_OPEN_READ_ONLY, &ro, &ro_fd));
+        assert_device_fd(ro_fd, d, O_RDONLY);
+        memset(buf, 0, sizeof(buf));
+        g_assert_cmpint(pread(ro_fd, buf, sizeof(buf), 0), ==, sizeof(buf));
+        g_assert_cmpstr(buf, ==, "loopd");
+
+        assert_ok(c, loopd_device_open(c, d, 0, &obj_fd));
+        assert_device_fd(obj_fd, d, O_RDWR);
+        /* No fd asked for: nothing leaks. */
+        assert_ok(c, loopd_device_open(c, d, LOOPD_OPEN_READ_ONLY, NULL));
+
+        close(dev_fd);
+        close(ro_fd);
+        close(obj_fd);
+        assert_ok(c, loopd_device_remove(c, d));
+        g_assert_true(wait_device_gone(d, 5));
 }
 
 /*
@@ -464,8 +523,81 @@ static void test_get_info_has_every_property(LoopdFixture *f, gconstpointer data
         g_assert_false(info->direct_io);
         g_assert_false(info->bound_to_caller);
         g_assert_cmpuint(info->owner_uid, ==, 0);
+        g_assert_nonnull(info->backing_file_bytes);
+        g_assert_cmpstr(info->backing_file_bytes, ==, info->backing_file);
+        g_assert_false(info->backing_file_deleted);
+        g_assert_false(info->detach_pending);
 
         assert_ok(c, loopd_device_remove(c, d));
+}
+
+/* A name that is not UTF-8, with a newline and a backslash: the bytes come
+ * back exactly, BackingFile escaped; listing still works; an unlink shows. */
+static void test_info_names_are_bytes(LoopdFixture *f, gconstpointer data) {
+        _client_ LoopdClient *c = NULL;
+        _device_ LoopdDevice *d = NULL;
+        _info_ LoopdDeviceInfo *info = NULL, *later = NULL;
+        g_autofree char *path = NULL, *escaped = NULL;
+        LoopdDevice **list = NULL;
+        size_t n = 0;
+        bool listed = false;
+        int fd;
+
+        LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
+        c = new_client();
+        path = loopd_fixture_make_image(f, "lat\xe9n\n\\.img", 1 * MIB, 0, 0, 0644);
+        fd = open(path, O_RDWR | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+        assert_ok(c, loopd_create(c, fd, NULL, &d, NULL));
+        close(fd);
+
+        assert_ok(c, loopd_device_get_info(c, d, &info));
+        g_assert_cmpstr(info->backing_file_bytes, ==, path);
+        escaped = g_strdup_printf("%s/lat\\xe9n\\x0a\\x5c.img", f->image_dir);
+        g_assert_cmpstr(info->backing_file, ==, escaped);
+        g_assert_true(g_utf8_validate(info->backing_file, -1, NULL));
+
+        /* GetManagedObjects carries it too (a non-UTF-8 string would make
+         * the whole reply invalid). */
+        assert_ok(c, loopd_list(c, &list, &n));
+        for (size_t i = 0; i < n; i++)
+                if (g_str_equal(loopd_device_get_object_path(list[i]), loopd_device_get_object_path(d))) {
+                        g_assert_cmpstr(loopd_device_peek_info(list[i])->backing_file_bytes, ==, path);
+                        listed = true;
+                }
+        loopd_device_list_free(list, n);
+        g_assert_true(listed);
+
+        g_assert_cmpint(unlink(path), ==, 0);
+        assert_ok(c, loopd_device_get_info(c, d, &later));
+        g_assert_true(later->backing_file_deleted);
+        g_assert_cmpstr(later->backing_file_bytes, ==, path);
+        g_assert_true(g_str_has_suffix(later->backing_file, ".img (deleted)"));
+
+        assert_ok(c, loopd_device_remove(c, d));
+}
+
+/* Removed while someone holds the node: the kernel defers the detach, the
+ * object stays and says so until the last close. */
+static void test_info_detach_pending(LoopdFixture *f, gconstpointer data) {
+        _client_ LoopdClient *c = NULL;
+        _device_ LoopdDevice *d = NULL;
+        _info_ LoopdDeviceInfo *info = NULL;
+        int fd, holder;
+
+        LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
+        c = new_client();
+        fd = open_image(f, "held.img", 1 * MIB, O_RDWR, NULL);
+        assert_ok(c, loopd_create(c, fd, NULL, &d, &holder));
+        close(fd);
+
+        assert_ok(c, loopd_device_remove(c, d));
+        g_assert_true(client_loop_attached(loopd_device_get_path(d)));
+        assert_ok(c, loopd_device_get_info(c, d, &info));
+        g_assert_true(info->detach_pending);
+
+        close(holder);
+        g_assert_true(wait_device_gone(d, 5));
 }
 
 static void test_version_and_quota(LoopdFixture *f, gconstpointer data) {
@@ -651,6 +783,56 @@ static void test_unprivileged_errors_map_to_errno(LoopdFixture *f, gconstpointer
         assert_ok(c, loopd_device_remove(c, roots));
 }
 
+static void as_nobody_open_own_and_others(LoopdFixture *f, void *userdata) {
+        const char *const *paths = userdata;
+        _client_ LoopdClient *c = new_client();
+        _device_ LoopdDevice *mine = NULL, *opened = NULL, *theirs = NULL;
+        char buf[512] = "mine";
+        int fd, dev_fd = -1, r;
+
+        fd = open(paths[0], O_RDWR | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+        assert_ok(c, loopd_create(c, fd, NULL, &mine, NULL));
+        close(fd);
+
+        /* The owner is not asked: an fd it can write through. */
+        assert_ok(c, loopd_open(c, loopd_device_get_path(mine), 0, &opened, &dev_fd));
+        g_assert_cmpint(fcntl(dev_fd, F_GETFL) & O_ACCMODE, ==, O_RDWR);
+        g_assert_cmpint(pwrite(dev_fd, buf, sizeof(buf), 0), ==, sizeof(buf));
+        close(dev_fd);
+
+        /* root's device: manage-others, which the rules refuse; looking it
+         * up is still free. */
+        r = loopd_open(c, paths[1], 0, NULL, &dev_fd);
+        assert_error(c, r, EACCES, LOOPD_DBUS_ERROR_ACCESS_DENIED);
+        r = loopd_open(c, paths[1], LOOPD_OPEN_READ_ONLY, NULL, &dev_fd);
+        assert_error(c, r, EACCES, LOOPD_DBUS_ERROR_ACCESS_DENIED);
+        assert_ok(c, loopd_get_device(c, paths[1], &theirs));
+
+        assert_ok(c, loopd_device_remove(c, mine));
+}
+
+static void test_open_owner_yes_others_per_polkit(LoopdFixture *f, gconstpointer data) {
+        _client_ LoopdClient *c = NULL;
+        _device_ LoopdDevice *roots = NULL;
+        g_autofree char *mine = NULL;
+        const char *paths[2];
+        int fd;
+
+        LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
+        c = new_client();
+        fd = open_image(f, "roots-open.img", 1 * MIB, O_RDWR, NULL);
+        assert_ok(c, loopd_create(c, fd, NULL, &roots, NULL));
+        close(fd);
+
+        mine = loopd_fixture_make_image(f, "nobodys-open.img", 1 * MIB, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, 0600);
+        paths[0] = mine;
+        paths[1] = loopd_device_get_name(roots);
+        run_as_nobody(f, as_nobody_open_own_and_others, paths);
+
+        assert_ok(c, loopd_device_remove(c, roots));
+}
+
 static void as_nobody_call_times_out(LoopdFixture *f, void *userdata) {
         _client_ LoopdClient *c = new_client();
         g_autofree char *version = NULL;
@@ -696,12 +878,12 @@ static void test_interactive_flag_on_the_wire(LoopdFixture *f, gconstpointer dat
         c = new_client();
 
         g_assert_false(loopd_client_get_interactive(c));
-        (void) loopd_open(c, "loop4000", &d);
+        (void) loopd_open(c, "loop4000", 0, &d, NULL);
         g_assert_false(client_monitor_next_call_interactive(monitor, "Open", 10));
 
         loopd_client_set_interactive(c, true);
         g_assert_true(loopd_client_get_interactive(c));
-        (void) loopd_open(c, "loop4000", &d);
+        (void) loopd_open(c, "loop4000", 0, &d, NULL);
         g_assert_true(client_monitor_next_call_interactive(monitor, "Open", 10));
         (void) loopd_remove(c, "loop4000");
         g_assert_true(client_monitor_next_call_interactive(monitor, "Remove", 10));
@@ -930,8 +1112,12 @@ int main(int argc, char **argv) {
         ADD("/libloopd/create/from-path", test_create_from_path, &daemon_only);
         ADD("/libloopd/create/autoclear-without-fd-goes-away", test_create_autoclear_without_fd_goes_away, &daemon_only);
         ADD("/libloopd/create/bind-to-caller-goes-with-connection", test_create_bind_to_caller_goes_with_connection, &daemon_only);
-        ADD("/libloopd/open/by-name-and-path", test_open_by_name_and_path, &daemon_only);
-        ADD("/libloopd/open/names-errors", test_open_names_errors, &daemon_only);
+        ADD("/libloopd/get-device/by-name-and-path", test_get_device_by_name_and_path, &daemon_only);
+        ADD("/libloopd/get-device/names-errors", test_get_device_names_errors, &daemon_only);
+        ADD("/libloopd/open/returns-the-device-fd", test_open_returns_the_device_fd, &daemon_only);
+        ADD("/libloopd/open/owner-yes-others-per-polkit", test_open_owner_yes_others_per_polkit, &with_polkit);
+        ADD("/libloopd/info/names-are-bytes", test_info_names_are_bytes, &daemon_only);
+        ADD("/libloopd/info/detach-pending", test_info_detach_pending, &daemon_only);
         ADD("/libloopd/remove/then-stale-object-is-gone", test_remove_then_stale_object_is_gone, &daemon_only);
         ADD("/libloopd/refresh-size/follows-file", test_refresh_size_follows_file, &daemon_only);
         ADD("/libloopd/list/snapshots-sorted", test_list_has_snapshots_sorted, &daemon_only);

@@ -206,11 +206,93 @@ static void test_create_see_remove_from_main_loop(LoopdFixture *f, gconstpointer
         g_main_loop_unref(app.loop);
 }
 
+/* The fd behind handle in list: a duplicate that is ours. */
+static int fd_from_list(GUnixFDList *list, GVariant *handle) {
+        g_autoptr(GError) error = NULL;
+        int fd = g_unix_fd_list_get(list, g_variant_get_handle(handle), &error);
+
+        g_assert_no_error(error);
+        g_assert_cmpint(fd, >=, 0);
+        return fd;
+}
+
+/* Open (v2) returns an fd in a GUnixFDList; GetDevice only the object; the
+ * exact name is BackingFileBytes, as the generated getter's bytestring. */
+static void test_open_get_device_and_bytes(LoopdFixture *f, gconstpointer data) {
+        g_autoptr(LoopdGlibManager) manager = NULL;
+        g_autoptr(LoopdGlibDevice) device = NULL;
+        g_autoptr(GUnixFDList) in = g_unix_fd_list_new();
+        g_autoptr(GUnixFDList) out = NULL;
+        g_autoptr(GUnixFDList) out2 = NULL;
+        g_autoptr(GUnixFDList) out3 = NULL;
+        g_autoptr(GVariant) handle = NULL, handle2 = NULL, handle3 = NULL;
+        g_autoptr(GError) error = NULL;
+        g_autofree char *img = NULL, *obj = NULL, *path = NULL, *obj2 = NULL, *path2 = NULL, *obj3 = NULL;
+        GVariantBuilder options;
+        struct stat st, node;
+        int backing, fd;
+
+        LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
+        manager = loopd_glib_manager_proxy_new_sync(f->bus, G_DBUS_PROXY_FLAGS_NONE, LOOPD_GLIB_BUS_NAME,
+                                                    LOOPD_GLIB_MANAGER_PATH, NULL, &error);
+        g_assert_no_error(error);
+        img = loopd_fixture_make_image(f, "glib-open-\xe9.img", 1024 * 1024, 0, 0, 0644);
+        backing = open(img, O_RDWR | O_CLOEXEC);
+        g_assert_cmpint(backing, >=, 0);
+        g_assert_cmpint(g_unix_fd_list_append(in, backing, &error), ==, 0);
+        close(backing);
+
+        g_variant_builder_init(&options, G_VARIANT_TYPE_VARDICT);
+        g_variant_builder_add(&options, "{sv}", LOOPD_OPTION_BIND_TO_CALLER, g_variant_new_boolean(TRUE));
+        g_assert_true(loopd_glib_manager_call_create_sync(manager, g_variant_new_handle(0),
+                                                          g_variant_builder_end(&options), in,
+                                                          &obj, &path, &handle, &out, NULL, &error));
+        g_assert_no_error(error);
+        close(fd_from_list(out, handle));
+
+        g_assert_true(loopd_glib_manager_call_get_device_sync(manager, path + 5, &obj3, NULL, &error));
+        g_assert_no_error(error);
+        g_assert_cmpstr(obj3, ==, obj);
+
+        g_variant_builder_init(&options, G_VARIANT_TYPE_VARDICT);
+        g_variant_builder_add(&options, "{sv}", LOOPD_OPTION_READ_ONLY, g_variant_new_boolean(TRUE));
+        g_assert_true(loopd_glib_manager_call_open_sync(manager, path, g_variant_builder_end(&options), NULL,
+                                                        &obj2, &path2, &handle2, &out2, NULL, &error));
+        g_assert_no_error(error);
+        g_assert_cmpstr(obj2, ==, obj);
+        g_assert_cmpstr(path2, ==, path);
+        fd = fd_from_list(out2, handle2);
+        g_assert_cmpint(fstat(fd, &st), ==, 0);
+        g_assert_cmpint(stat(path, &node), ==, 0);
+        g_assert_cmpuint(st.st_rdev, ==, node.st_rdev);
+        g_assert_cmpint(fcntl(fd, F_GETFL) & O_ACCMODE, ==, O_RDONLY);
+        close(fd);
+
+        device = loopd_glib_device_proxy_new_sync(f->bus, G_DBUS_PROXY_FLAGS_NONE, LOOPD_GLIB_BUS_NAME, obj,
+                                                  NULL, &error);
+        g_assert_no_error(error);
+        g_assert_cmpstr(loopd_glib_device_get_backing_file_bytes(device), ==, img);
+        g_assert_true(g_utf8_validate(loopd_glib_device_get_backing_file(device), -1, NULL));
+        g_assert_false(loopd_glib_device_get_detach_pending(device));
+
+        g_variant_builder_init(&options, G_VARIANT_TYPE_VARDICT);
+        g_assert_true(loopd_glib_device_call_open_sync(device, g_variant_builder_end(&options), NULL,
+                                                       &handle3, &out3, NULL, &error));
+        g_assert_no_error(error);
+        close(fd_from_list(out3, handle3));
+
+        g_assert_true(loopd_glib_device_call_remove_sync(device, NULL, &error));
+        g_assert_no_error(error);
+        g_assert_true(client_wait_no_loops(f, 5));
+}
+
 int main(int argc, char **argv) {
         static const LoopdFixtureOptions daemon_only = { .start_daemon = TRUE };
 
         g_test_init(&argc, &argv, NULL);
         g_test_add("/loopd-glib/create-see-remove-from-main-loop", LoopdFixture, &daemon_only,
                    loopd_fixture_setup, test_create_see_remove_from_main_loop, loopd_fixture_teardown);
+        g_test_add("/loopd-glib/open-get-device-and-bytes", LoopdFixture, &daemon_only,
+                   loopd_fixture_setup, test_open_get_device_and_bytes, loopd_fixture_teardown);
         return g_test_run();
 }
