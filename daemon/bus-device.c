@@ -11,8 +11,10 @@
 #include "escape.h"
 #include "log.h"
 
-/* A property read older than this is read again from sysfs first. */
-#define FRESH_USEC (100 * 1000)
+/* Properties are read again from sysfs when asked for: what changes without
+ * a uevent (an unlinked backing file, direct I/O switched) is then true when
+ * read. Within one call (GetAll, GetManagedObjects) a device is read once. */
+#define FRESH_USEC 0
 
 char *bus_device_path(const Device *d) {
         char *p;

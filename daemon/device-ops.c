@@ -554,6 +554,10 @@ static void adopt(Devices *ds, Device *d) {
         }
 }
 
+#define IDENTITY_IN_FLIGHT 2
+
+static void identity_pump(Devices *ds);
+
 static void background_done(void *data, JobResult result) {
         _cleanup_(freep) BackgroundJob *j = data;
         Device *d = devices_get_attachment(j->ds, j->number, j->diskseq);
@@ -562,6 +566,11 @@ static void background_done(void *data, JobResult result) {
                 d->keeper_pending = false;
         else if (d)
                 d->identity_pending = false;
+        if (!j->keeper) {
+                j->ds->identity_in_flight--;
+                if (!j->ds->freeing)
+                        identity_pump(j->ds);
+        }
         if (j->keeper) {
                 if (d && j->r >= 0 && !d->guarded && !d->detach_pending &&
                     device_wants_guard(d->owner, d->info.flags)) {
@@ -580,28 +589,79 @@ static void background_done(void *data, JobResult result) {
         loop_info_done(&j->info);
 }
 
-static void background_submit(Devices *ds, Device *d, bool keeper) {
+static int background_submit(Devices *ds, Device *d, bool keeper) {
         BackgroundJob *j = calloc(1, sizeof(*j));
+        int r;
 
         if (!j)
-                return;
+                return -ENOMEM;
         *j = (BackgroundJob) { .ds = ds, .keeper = keeper, .number = d->number, .diskseq = d->diskseq };
-        if (job_submit(ds->jobs, DEVICES_JOB_OWNER, 0, background_run, NULL, background_done, j) < 0) {
-                free(j); /* the next poll asks again */
-                return;
+        r = job_submit(ds->jobs, DEVICES_JOB_OWNER, 0, background_run, NULL, background_done, j);
+        if (r < 0) {
+                free(j); /* keepers: the next poll asks again */
+                return r;
         }
         if (keeper)
                 d->keeper_pending = true;
-        else
+        else {
                 d->identity_pending = true;
+                ds->identity_in_flight++;
+        }
+        return 0;
+}
+
+/* Interrupted creates' intents name no device once every identity is
+ * known (or could not be read): they made none. */
+static void drop_unmatched_intents(Devices *ds) {
+        for (size_t k = 0; k < ds->n_intents; k++) {
+                int r = owner_store_drop_intent(ds->store, ds->intents[k].id);
+                if (r < 0)
+                        log_warning_errno(r, "Cannot remove a stale intent record");
+                else
+                        log_info("An interrupted create of uid %u attached nothing; its intent record is dropped",
+                                 (unsigned) ds->intents[k].uid);
+        }
+        owner_intents_free(ds->intents, ds->n_intents);
+        ds->intents = NULL;
+        ds->n_intents = 0;
+}
+
+static void identity_pump(Devices *ds) {
+        while (ds->identity_in_flight < IDENTITY_IN_FLIGHT && ds->n_identity_queue > 0) {
+                struct IdentityWanted w = ds->identity_queue[--ds->n_identity_queue];
+                Device *d = devices_get_attachment(ds, w.number, w.diskseq);
+
+                if (!d || d->identity_pending || d->info.backing_dev != 0)
+                        continue;
+                if (background_submit(ds, d, false) < 0)
+                        break; /* the next poll asks again */
+        }
+        if (ds->n_identity_queue == 0) {
+                free(ds->identity_queue);
+                ds->identity_queue = NULL;
+        }
+        if (ds->identity_in_flight == 0 && ds->n_identity_queue == 0 && ds->n_intents > 0)
+                drop_unmatched_intents(ds);
 }
 
 void devices_read_identity(Devices *ds, Device *d) {
-        if (!d->identity_pending)
-                background_submit(ds, d, false);
+        struct IdentityWanted *q;
+
+        if (!d->identity_pending) {
+                q = reallocarray(ds->identity_queue, ds->n_identity_queue + 1, sizeof(*q));
+                if (q) {
+                        ds->identity_queue = q;
+                        q[ds->n_identity_queue++] = (struct IdentityWanted) { d->number, d->diskseq };
+                }
+        }
+        identity_pump(ds);
 }
 
 void devices_take_keeper(Devices *ds, Device *d) {
         if (!d->keeper_pending)
                 background_submit(ds, d, true);
+}
+
+void devices_read_identity_pump(Devices *ds) {
+        identity_pump(ds);
 }

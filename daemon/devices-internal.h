@@ -34,6 +34,16 @@ struct Devices {
         OwnerIntent *intents;
         size_t n_intents;
 
+        /* Devices whose backing identity is to be read (LOOP_GET_STATUS64 on
+         * a job), by (number, diskseq): at most IDENTITY_IN_FLIGHT at once,
+         * so that devices on hung file systems hold few threads. */
+        struct IdentityWanted {
+                uint32_t number;
+                uint64_t diskseq;
+        } *identity_queue;
+        size_t n_identity_queue;
+        unsigned identity_in_flight;
+
         /* Closes of guarded nodes (a detach someone asked shows then). */
         int inotify_fd;
         sd_event_source *inotify_source;
@@ -63,5 +73,7 @@ size_t devices_count_owned(Devices *ds, uid_t uid);
 void devices_release_keeper(Devices *ds, uint32_t number, uint64_t diskseq, LoopDevice *keeper, bool detach);
 /* Background job: the backing identity of d (LOOP_GET_STATUS64). */
 void devices_read_identity(Devices *ds, Device *d);
+/* Starts queued identity reads; drops unmatched intents once none is left. */
+void devices_read_identity_pump(Devices *ds);
 /* Background job: take a keeper for an owned device found at start. */
 void devices_take_keeper(Devices *ds, Device *d);

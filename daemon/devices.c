@@ -580,6 +580,8 @@ void devices_start_background(Devices *ds) {
 
         for (Device *d; (d = devices_next(ds, &i));)
                 background(ds, d);
+        /* With nothing to read, intents are resolved at once. */
+        devices_read_identity_pump(ds);
 }
 
 void devices_shutdown(Devices *ds) {
@@ -609,6 +611,7 @@ Devices *devices_free(Devices *ds) {
         free(ds->ended);
         uid_counts_clear(&ds->reserved);
         owner_intents_free(ds->intents, ds->n_intents);
+        free(ds->identity_queue);
         owner_store_free(ds->store);
         sd_event_source_disable_unref(ds->poll_timer);
         sd_event_source_disable_unref(ds->inotify_source);

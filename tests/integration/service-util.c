@@ -240,7 +240,7 @@ void assert_properties_match_kernel(GVariant *props, int devfd) {
         struct stat st;
         int fl;
 
-        g_assert_cmpuint(g_variant_n_children(props), ==, 18);
+        g_assert_cmpuint(g_variant_n_children(props), ==, 21);
         LOOKUP(props, "Number", "u", &number);
         g_assert_true(kernel_loop_read(number, &k));
 
@@ -262,7 +262,17 @@ void assert_properties_match_kernel(GVariant *props, int devfd) {
         g_assert_cmpint(ioctl(devfd, BLKGETDISKSEQ, &seq), ==, 0);
         g_assert_cmpuint(diskseq, ==, seq);
         LOOKUP(props, "BackingFile", "s", &backing);
-        g_assert_cmpstr(backing, ==, k.backing_file);
+        g_assert_cmpstr(backing, ==, k.backing_file); /* the tests' names need no escaping */
+        {
+                g_autoptr(GVariant) bytes = g_variant_lookup_value(props, "BackingFileBytes", G_VARIANT_TYPE_BYTESTRING);
+                g_assert_nonnull(bytes);
+                g_assert_cmpstr(g_variant_get_bytestring(bytes), ==, k.backing_file);
+        }
+        gboolean deleted = TRUE, pending = TRUE;
+        LOOKUP(props, "BackingFileDeleted", "b", &deleted);
+        g_assert_false(deleted);
+        LOOKUP(props, "DetachPending", "b", &pending);
+        g_assert_false(pending);
         kernel_loop_backing_id(devfd, &kdev, &kino);
         LOOKUP(props, "BackingDevice", "t", &bdev);
         LOOKUP(props, "BackingInode", "t", &bino);

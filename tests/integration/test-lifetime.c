@@ -31,7 +31,7 @@ static GVariant *options_bool(const char *key, gboolean value) {
 
 static char *open_ok(LoopdFixture *f, const char *dev) {
         g_autoptr(GError) error = NULL;
-        g_autoptr(GVariant) r = loopd_call(f->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "Open",
+        g_autoptr(GVariant) r = loopd_call(f->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "GetDevice",
                                            g_variant_new("(s)", dev), "(o)", &error);
         char *obj;
 

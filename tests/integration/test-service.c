@@ -67,7 +67,7 @@ static GVariant *props_ok(LoopdFixture *f, const char *obj) {
 }
 
 static char *manager_open(LoopdFixture *f, const char *name, GError **error) {
-        g_autoptr(GVariant) r = loopd_call(f->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "Open",
+        g_autoptr(GVariant) r = loopd_call(f->bus, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "GetDevice",
                                            g_variant_new("(s)", name), "(o)", error);
         char *obj = NULL;
         if (r)
@@ -1219,7 +1219,7 @@ static void test_scripts_drive_it_with_busctl_and_gdbus(LoopdFixture *f, gconstp
         {
                 g_autofree char *name = g_strdup_printf("loop%u", number);
                 const char *argv[] = { "busctl", "--json=short", "call", LOOPD_BUS_NAME, LOOPD_MANAGER_PATH,
-                                       LOOPD_MANAGER_INTERFACE, "Open", "s", name, NULL };
+                                       LOOPD_MANAGER_INTERFACE, "GetDevice", "s", name, NULL };
                 g_assert_cmpint(run_command(argv, &out, &err), ==, 0);
         }
         opened = busctl_json_strings(out);

@@ -495,7 +495,7 @@ int main(int argc, char **argv) {
         if (strcmp(a.command, "open") == 0) {
                 if (!a.target)
                         usage("open needs PATH");
-                return do_simple(bus, &a, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "Open", a.target, "o");
+                return do_simple(bus, &a, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "GetDevice", a.target, "o");
         }
         if (strcmp(a.command, "remove") == 0 || strcmp(a.command, "refresh-size") == 0) {
                 if (!a.target)

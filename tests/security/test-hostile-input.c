@@ -389,7 +389,7 @@ static void test_device_names(void) {
         g_autofree char *link = g_build_filename(F ? F->image_dir : "/", "loop0-link", NULL);
         g_autofree char *fifo = g_build_filename(F ? F->image_dir : "/", "loop-fifo", NULL);
         g_autofree char *long1 = NULL, *long2 = NULL, *long3 = NULL;
-        static const char *const methods[] = { "Open", "Remove", "RefreshSize" };
+        static const char *const methods[] = { "GetDevice", "Remove", "RefreshSize" };
         guint n = 0;
 
         if (skip_if_no_fixture())

@@ -648,31 +648,34 @@ static void test_rules_see_manage_others_details(LoopdFixture *f, gconstpointer 
 /* Every string "org.loopd.<lowercase...>" in the daemon's sources: the
  * polkit action ids it checks (bus names, interfaces and errors are
  * org.loopd.Loop1...). */
+/* Every action id the daemon's sources and the contract's header spell. */
 static GPtrArray *daemon_action_ids(void) {
         const char *root = g_getenv("LOOPD_SOURCE_ROOT");
-        g_autofree char *dir = NULL;
-        g_autoptr(GDir) d = NULL;
         g_autoptr(GRegex) re = g_regex_new("\"(org\\.loopd\\.[a-z][a-z0-9.-]*)\"", 0, 0, NULL);
         GPtrArray *ids = g_ptr_array_new_with_free_func(g_free);
-        const char *name;
+        static const char *const dirs[] = { "daemon", "dbus" };
 
         if (!root)
                 return ids;
-        dir = g_build_filename(root, "daemon", NULL);
-        d = g_dir_open(dir, 0, NULL);
-        g_assert_nonnull(d);
-        while ((name = g_dir_read_name(d))) {
-                g_autofree char *path = NULL, *text = NULL;
-                g_autoptr(GMatchInfo) m = NULL;
+        for (size_t k = 0; k < G_N_ELEMENTS(dirs); k++) {
+                g_autofree char *dir = g_build_filename(root, dirs[k], NULL);
+                g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+                const char *name;
 
-                if (!g_str_has_suffix(name, ".c") && !g_str_has_suffix(name, ".h"))
-                        continue;
-                path = g_build_filename(dir, name, NULL);
-                g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
-                for (g_regex_match(re, text, 0, &m); g_match_info_matches(m); g_match_info_next(m, NULL)) {
-                        g_autofree char *id = g_match_info_fetch(m, 1);
-                        if (!g_ptr_array_find_with_equal_func(ids, id, g_str_equal, NULL))
-                                g_ptr_array_add(ids, g_steal_pointer(&id));
+                g_assert_nonnull(d);
+                while ((name = g_dir_read_name(d))) {
+                        g_autofree char *path = NULL, *text = NULL;
+                        g_autoptr(GMatchInfo) m = NULL;
+
+                        if (!g_str_has_suffix(name, ".c") && !g_str_has_suffix(name, ".h"))
+                                continue;
+                        path = g_build_filename(dir, name, NULL);
+                        g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+                        for (g_regex_match(re, text, 0, &m); g_match_info_matches(m); g_match_info_next(m, NULL)) {
+                                g_autofree char *id = g_match_info_fetch(m, 1);
+                                if (!g_ptr_array_find_with_equal_func(ids, id, g_str_equal, NULL))
+                                        g_ptr_array_add(ids, g_steal_pointer(&id));
+                        }
                 }
         }
         return ids;

@@ -62,7 +62,7 @@ static GVariant *manager_call(LoopdFixture *f, const char *method, GVariant *par
 /* A property of the device /dev/loopN as loopd reports it; NULL when it
  * is not attached (any more). */
 static GVariant *device_property(LoopdFixture *f, const char *dev, const char *property) {
-        g_autoptr(GVariant) r = manager_call(f, "Open", g_variant_new("(s)", dev), "(o)", NULL);
+        g_autoptr(GVariant) r = manager_call(f, "GetDevice", g_variant_new("(s)", dev), "(o)", NULL);
         g_autoptr(GVariant) v = NULL;
         GVariant *value = NULL;
         const char *obj;
@@ -366,7 +366,7 @@ static void test_disconnect_before_reply(LoopdFixture *f, gconstpointer data) {
         /* The daemon answers in order: once it answered us, it has run
          * every Create above; bound devices go when it learns their callers
          * are gone, which may take a round trip to the bus more. */
-        g_autoptr(GVariant) v = manager_call(f, "Open", g_variant_new("(s)", "loop0"), NULL, NULL);
+        g_autoptr(GVariant) v = manager_call(f, "GetDevice", g_variant_new("(s)", "loop0"), NULL, NULL);
         deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC * (gint64) loopd_test_timeout_scale();
         while (count_bound(f) > 0) {
                 if (g_get_monotonic_time() > deadline)
