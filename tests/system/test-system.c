@@ -1379,8 +1379,10 @@ static void test_journal_entries_structured(void) {
                         g_string_append_printf(why, " MESSAGE_ID '%s' not one of loopd's;", mid);
                 else if (strcmp(mid, MID_STARTED) != 0 && strcmp(mid, MID_STATE_DIR) != 0 && !has_loopd_fields(e))
                         g_string_append(why, " no LOOPD_* field;");
-                if (why->len && ++nbad <= 10)
-                        g_string_append_printf(bad, "[%s] %.100s:%s\n", field(e, "_COMM"), msg, why->str);
+                if (why->len && ++nbad <= 10) {
+                        g_autofree char *shown = g_strescape(msg, NULL);
+                        g_string_append_printf(bad, "[%s] \"%.100s\":%s\n", field(e, "_COMM"), shown, why->str);
+                }
         }
         if (es->len == 0)
                 fail("expected loopd's own entries in the journal (at least one \"started\" per start); loopd logged "
@@ -1750,7 +1752,7 @@ static void build_readme_tree_on_host(void) {
                 "src=%s; tree=%s\n"
                 "copy() { tar -C \"$src\" --anchored --exclude='./build*' --exclude=./.git --exclude='*.o' "
                 "--sort=name \"$@\" -cf - .; }\n"
-                "exec 9>\"$tree.lock\"; flock 9\n"
+                "mkdir -p \"$(dirname \"$tree\")\"; exec 9>\"$tree.lock\"; flock 9\n"
                 "fp=$(copy --mtime=@0 --owner=0 --group=0 --numeric-owner | sha256sum | cut -d' ' -f1)\n"
                 "[ \"$(cat \"$tree.fingerprint\" 2>/dev/null)\" = \"$fp\" ] && [ -d \"$tree/src/build\" ] && exit 0\n"
                 "rm -rf \"$tree\" \"$tree.fingerprint\"; mkdir -p \"$tree/src\"\n"
