@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "caps.h"
 #include "devices-internal.h"
 #include "log.h"
 #include "node-access.h"
@@ -133,9 +134,14 @@ static void check_run(void *data) {
         buf[n] = 0;
         j->result.path = strdup(buf);
         /* Is it the same file in loopd's own mount namespace? A caller in a
-         * mount namespace of its own can bind anything over any path. */
+         * mount namespace of its own can bind anything over any path. The
+         * look needs to search directories the caller may enter and loopd
+         * may not (a 0700 home): CAP_DAC_READ_SEARCH, on this thread only,
+         * for this stat only. */
+        (void) caps_set_effective(CAPS_DAC_READ_SEARCH, 0);
         j->result.path_verified = buf[0] == '/' && stat(buf, &st) == 0 && st.st_dev == j->result.backing.st_dev &&
                                   st.st_ino == j->result.backing.st_ino;
+        (void) caps_set_effective(0, CAPS_DAC_READ_SEARCH);
 }
 
 static void check_expired(void *data) {
@@ -566,11 +572,6 @@ static void background_done(void *data, JobResult result) {
                 d->keeper_pending = false;
         else if (d)
                 d->identity_pending = false;
-        if (!j->keeper) {
-                j->ds->identity_in_flight--;
-                if (!j->ds->freeing)
-                        identity_pump(j->ds);
-        }
         if (j->keeper) {
                 if (d && j->r >= 0 && !d->guarded && !d->detach_pending &&
                     device_wants_guard(d->owner, d->info.flags)) {
@@ -580,6 +581,8 @@ static void background_done(void *data, JobResult result) {
                 release(j->ds, j->ds->jobs, j->number, j->diskseq, TAKE_PTR(j->ld), -1, false);
                 return;
         }
+        if (j->r < 0)
+                log_debug_errno(j->r, "Cannot read the backing identity of loop%" PRIu32, j->number);
         if (d && j->r >= 0 && j->info.bound) {
                 d->info.backing_dev = j->info.backing_dev;
                 d->info.backing_ino = j->info.backing_ino;
@@ -587,6 +590,10 @@ static void background_done(void *data, JobResult result) {
                 adopt(j->ds, d);
         }
         loop_info_done(&j->info);
+        /* After adopting: the next read, or the end of the intents. */
+        j->ds->identity_in_flight--;
+        if (!j->ds->freeing)
+                identity_pump(j->ds);
 }
 
 static int background_submit(Devices *ds, Device *d, bool keeper) {
