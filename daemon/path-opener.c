@@ -74,6 +74,27 @@ static void put_decimal(char *p, unsigned long v) {
         *p = 0;
 }
 
+/* openat2() (Linux 5.6) resolves in the caller's root without leaving it.
+ * Where it is missing, or a seccomp filter refuses it (systemd-nspawn 252's
+ * does, with ENOSYS), the helper chroot()s into that root instead, while it
+ * still holds CAP_SYS_CHROOT; either way ".." and absolute symbolic links
+ * stay inside the caller's view. */
+static int enter_root_if_needed(int root, bool *chrooted) {
+        struct open_how probe = { .flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_IN_ROOT };
+        int fd = (int) syscall(SYS_openat2, root, ".", &probe, sizeof(probe));
+
+        if (fd >= 0) {
+                (void) close(fd);
+                return 0;
+        }
+        if (errno != ENOSYS && errno != EPERM)
+                return -1;
+        if (fchdir(root) < 0 || chroot(".") < 0 || chdir("/") < 0)
+                return -1;
+        *chrooted = true;
+        return 0;
+}
+
 _Noreturn static void helper(int sock, const PathOpenRequest *req) {
         union {
                 struct cmsghdr h;
@@ -84,6 +105,7 @@ _Noreturn static void helper(int sock, const PathOpenRequest *req) {
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
         struct open_how how = { 0 };
         char proc[48] = "/proc/";
+        bool chrooted = false;
         int root = -1, fd;
 
         (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -103,7 +125,7 @@ _Noreturn static void helper(int sock, const PathOpenRequest *req) {
                         goto fail;
                 reply.stage = PATH_OPEN_STAGE_VIEW;
                 root = open(proc, O_PATH | O_DIRECTORY | O_CLOEXEC);
-                if (root < 0)
+                if (root < 0 || enter_root_if_needed(root, &chrooted) < 0)
                         goto fail;
         } else {
                 /* The caller's ids as file system ids first: the kernel then
@@ -122,6 +144,8 @@ _Noreturn static void helper(int sock, const PathOpenRequest *req) {
                 }
                 if (root < 0)
                         goto fail;
+                if (enter_root_if_needed(root, &chrooted) < 0)
+                        goto fail;
                 reply.stage = PATH_OPEN_STAGE_CREDENTIALS;
                 /* Then for good; verify that root is really gone. */
                 if (setresuid(req->uid, req->uid, req->uid) < 0 || setuid(0) == 0 || geteuid() == 0) {
@@ -133,9 +157,15 @@ _Noreturn static void helper(int sock, const PathOpenRequest *req) {
 
         reply.stage = PATH_OPEN_STAGE_OPEN;
         how.flags = (uint64_t) (req->flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-        /* In the caller's root; magic links (/proc/self/fd/N) are refused. */
-        how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-        fd = (int) syscall(SYS_openat2, root, req->path, &how, sizeof(how));
+        if (chrooted)
+                /* In the caller's root already; "/proc/self/fd/N" there names
+                 * this helper's own fds, which are only its socket. */
+                fd = open(req->path, (int) how.flags);
+        else {
+                /* In the caller's root; magic links (/proc/self/fd/N) are refused. */
+                how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+                fd = (int) syscall(SYS_openat2, root, req->path, &how, sizeof(how));
+        }
         if (fd < 0)
                 goto fail;
         mh.msg_control = &control;

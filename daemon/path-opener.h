@@ -11,7 +11,7 @@
  * groups keeps them dropped), and resolves the path in the caller's own
  * view of the file system: its mount namespace and root directory, reached
  * through /proc/PID/root of the process that connected, with openat2()
- * RESOLVE_IN_ROOT. So:
+ * RESOLVE_IN_ROOT (or chroot() into it where openat2() is refused). So:
  *  - loopd never opens a caller's path with root's rights; the kernel
  *    checks the caller's permissions on every component;
  *  - a caller in a container or chroot names files as it sees them, and
