@@ -297,8 +297,12 @@ static void create_done(void *data, JobResult result) {
                 r = -ECANCELED;
         }
         if (r >= 0 && j->answered) {
-                log_notice("A create for uid %u finished after its caller was told it timed out; detaching %s again",
-                           (unsigned) j->owner, j->info.path);
+                LogEntry e = LOG_ENTRY_INIT(LOG_NOTICE, LOG_ID_REMOVED);
+                log_entry_add(&e, "LOOPD_DEVICE", "%s", j->info.path);
+                log_entry_add(&e, "LOOPD_OWNER", "%u", (unsigned) j->owner);
+                log_entry_add(&e, "LOOPD_REASON", "timeout");
+                log_entry_send(&e, "A create for uid %u finished after its caller was told it timed out; detaching %s "
+                               "again", (unsigned) j->owner, j->info.path);
                 create_undo(j);
                 r = -ETIMEDOUT;
         }
@@ -552,8 +556,12 @@ static void adopt(Devices *ds, Device *d) {
                 (void) owner_store_drop_intent(ds->store, it->id);
                 owner_intent_done(it);
                 *it = ds->intents[--ds->n_intents];
-                log_info("Adopted %s for uid %u: its create was interrupted before loopd recorded it",
-                         d->info.path, (unsigned) d->owner);
+                LogEntry e = LOG_ENTRY_INIT(LOG_INFO, LOG_ID_RECONCILED);
+                log_entry_add(&e, "LOOPD_DEVICE", "%s", d->info.path);
+                log_entry_add(&e, "LOOPD_DISKSEQ", "%" PRIu64, d->diskseq);
+                log_entry_add(&e, "LOOPD_OWNER", "%u", (unsigned) d->owner);
+                log_entry_send(&e, "Adopted %s for uid %u: its create was interrupted before loopd recorded it",
+                               d->info.path, (unsigned) d->owner);
                 device_emit_changed(ds, d, DEVICE_CHANGED_OWNER);
                 devices_emit_counts(ds);
                 return;
@@ -625,9 +633,12 @@ static void drop_unmatched_intents(Devices *ds) {
                 int r = owner_store_drop_intent(ds->store, ds->intents[k].id);
                 if (r < 0)
                         log_warning_errno(r, "Cannot remove a stale intent record");
-                else
-                        log_info("An interrupted create of uid %u attached nothing; its intent record is dropped",
-                                 (unsigned) ds->intents[k].uid);
+                else {
+                        LogEntry e = LOG_ENTRY_INIT(LOG_INFO, LOG_ID_RECONCILED);
+                        log_entry_add(&e, "LOOPD_OWNER", "%u", (unsigned) ds->intents[k].uid);
+                        log_entry_send(&e, "An interrupted create of uid %u attached nothing; its intent record is "
+                                       "dropped", (unsigned) ds->intents[k].uid);
+                }
         }
         owner_intents_free(ds->intents, ds->n_intents);
         ds->intents = NULL;

@@ -471,12 +471,16 @@ static void strip_stale_access(Devices *ds) {
                 if (m <= 0)
                         continue;
                 r = node_access_set(numbers[k], NODE_ACCESS_NONE, false);
-                if (r < 0)
+                if (r < 0) {
                         log_error_errno(r, "Cannot strip the stale access of uid %u to /dev/%s", (unsigned) users[0],
                                         name);
-                else
-                        log_notice("Withdrew uid %u's stale access to /dev/%s (left from before loopd started)",
-                                   (unsigned) users[0], name);
+                        continue;
+                }
+                LogEntry e = LOG_ENTRY_INIT(LOG_NOTICE, LOG_ID_RECONCILED);
+                log_entry_add(&e, "LOOPD_DEVICE", "/dev/%s", name);
+                log_entry_add(&e, "LOOPD_OWNER", "%u", (unsigned) users[0]);
+                log_entry_send(&e, "Withdrew uid %u's stale access to /dev/%s (left from before loopd started)",
+                               (unsigned) users[0], name);
         }
 }
 

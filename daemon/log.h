@@ -10,6 +10,9 @@
  * their fields; otherwise each is one line on stderr.
  *
  * Only the daemon logs; the loop core returns errnos and never logs.
+ * Every entry at notice, info or debug is a structured entry with its
+ * MESSAGE_ID; warnings and errors about loopd's own trouble (a signal it
+ * could not send, a record it could not delete) are plain lines, ERRNO set.
  *
  * Fields (see loopd(8), "AUDIT TRAIL"):
  *   LOOPD_UID, LOOPD_PID, LOOPD_SENDER   who asked (as the bus vouches)
@@ -32,6 +35,8 @@
 
 /* One MESSAGE_ID per kind of entry (journalctl MESSAGE_ID=...). */
 #define LOG_ID_STARTED         "59ca72a4a7414faf9e3eda2d9ec6f416"
+#define LOG_ID_STOPPED         "638444580a7b4dd39ebe44f9807e0621"
+#define LOG_ID_SIGNAL          "4334bb19a69942849fdffc8edfae7647"
 #define LOG_ID_CREATED         "de9d5217b972471b94dec1b05bbe76d3"
 #define LOG_ID_REMOVED         "b2e44a0c077145dab5840905dc0104c9"
 #define LOG_ID_RESIZED         "3473025c2d46404b989b874b9073eff0"

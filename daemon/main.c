@@ -223,8 +223,9 @@ static int on_idle(sd_event_source *s, uint64_t usec, void *userdata) {
          * for the next activation instead of sending them to us. */
         c->exiting = true;
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Idle, exiting.");
-        log_info("Idle for %llu s, exiting; the next call starts loopd again",
-                 (unsigned long long) (c->idle_timeout_usec / 1000000));
+        LogEntry e = LOG_ENTRY_INIT(LOG_INFO, LOG_ID_STOPPED);
+        log_entry_send(&e, "Idle for %llu s, exiting; the next call starts loopd again",
+                       (unsigned long long) (c->idle_timeout_usec / 1000000));
         r = sd_bus_release_name(c->bus, LOOPD_BUS_NAME);
         if (r < 0) {
                 log_warning_errno(r, "Cannot give up %s", LOOPD_BUS_NAME);
@@ -245,14 +246,18 @@ static int on_message(sd_bus_message *m, void *userdata, sd_bus_error *ret_error
 static int on_terminate(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         Context *c = userdata;
 
-        log_info("Received %s, exiting", strsignal((int) si->ssi_signo));
+        LogEntry e = LOG_ENTRY_INIT(LOG_INFO, LOG_ID_STOPPED);
+        log_entry_add(&e, "LOOPD_SIGNAL", "%s", sigabbrev_np((int) si->ssi_signo));
+        log_entry_send(&e, "Received %s, exiting", strsignal((int) si->ssi_signo));
         (void) sd_notify(false, "STOPPING=1");
         return sd_event_exit(c->event, 0);
 }
 
 static int on_hangup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         /* Nothing to reload: every setting comes from the command line. */
-        log_info("Received SIGHUP: loopd has no configuration to reload; ignoring it");
+        LogEntry e = LOG_ENTRY_INIT(LOG_INFO, LOG_ID_SIGNAL);
+        log_entry_add(&e, "LOOPD_SIGNAL", "HUP");
+        log_entry_send(&e, "Received SIGHUP: loopd has no configuration to reload; ignoring it");
         return 0;
 }
 
