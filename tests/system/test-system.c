@@ -1316,7 +1316,7 @@ static void test_journal_records_user_create_and_remove(void) {
          * on matches after a cursor). */
         ct(&v, NULL, "for c in $(journalctl --no-pager -o export --after-cursor='%s' | "
                      "awk -v RS= '/MESSAGE_ID=(" MID_CREATED "|" MID_REMOVED ")/ && /_SYSTEMD_UNIT=loopd.service/' | "
-                     "sed -n 's/^__CURSOR=//p'); do journalctl --no-pager -o verbose --cursor=\"$c\" -n 1; done",
+                     "sed -n 's/^__CURSOR=//p'); do journalctl --no-pager -o verbose --cursor=\"$c\" | awk 'NR > 1 && /^[^ ]/ { exit } { print }'; done",
            cursor);
         if (*v.out && !strstr(v.out, "-- No entries --")) {
                 g_test_message("journalctl -o verbose of " USER "'s Create + Remove of %s:", dev);
