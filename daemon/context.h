@@ -67,7 +67,7 @@ typedef struct Context {
         /* bind-to-caller: one match for every caller's NameOwnerChanged. */
         sd_bus_slot *name_watch;
 
-        sd_event_source *idle_timer, *status_update;
+        sd_event_source *idle_timer, *status_update, *trim_timer;
         bool exiting;
 } Context;
 

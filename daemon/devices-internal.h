@@ -54,7 +54,12 @@ struct Devices {
         bool freeing;
 };
 
-/* devices.c, for device-ops.c. */
+/* How often every device is read again for what changes without a uevent
+ * (backing file unlinked, direct I/O switched, a detach asked of a guarded
+ * device through a node loopd cannot watch). */
+#define POLL_INTERVAL_USEC (5ULL * 1000000ULL)
+
+/* devices.c, for the others. */
 int device_add(Devices *ds, LoopInfo *info, uid_t owner, const char *binding, Device **ret);
 void device_drop(Devices *ds, Device *d);
 void device_emit_changed(Devices *ds, Device *d, unsigned what);
@@ -65,13 +70,31 @@ int device_guard(Devices *ds, Device *d, LoopDevice *keeper);
 LoopDevice *device_unguard(Devices *ds, Device *d);
 /* Whether a device made for `owner` with `flags` is guarded. */
 bool device_wants_guard(uid_t owner, uint32_t flags);
+/* device-guard.c: a detach asked of a guarded device (its autoclear flag
+ * set) withdraws access and lets the kernel have it. */
+void device_guard_check(Devices *ds, Device *d);
+/* The inotify handler for closes of guarded nodes. */
+int devices_on_node_closed(sd_event_source *s, int fd, uint32_t revents, void *userdata);
+/* A guarded device's backing file was swapped (its keeper proves no detach
+ * happened): d is replaced by a Device for the new diskseq with the same
+ * owner, which loopd detaches. info is taken. */
+void device_backing_changed(Devices *ds, Device *d, LoopInfo *info);
 size_t devices_count_owned(Devices *ds, uid_t uid);
+
+/* device-ops.c: closes ld and fd on a job (charged to root, never
+ * refused): a close may be the last one and flush I/O to a hung file
+ * system. With detach, LOOP_CLR_FD first; a detach that is done drops the
+ * Device (ds NULL: at exit, nothing to update). */
+void devices_release(Devices *ds, JobPool *jobs, uint32_t number, uint64_t diskseq, LoopDevice *ld, int fd,
+                     bool detach);
 
 /* device-ops.c, for devices.c: let go of a keeper (a job: its close may be
  * the last and flush I/O to a hung file system); with detach, LOOP_CLR_FD
  * first. The result updates the attachment if it is still the same. */
 void devices_release_keeper(Devices *ds, uint32_t number, uint64_t diskseq, LoopDevice *keeper, bool detach);
-/* Background job: the backing identity of d (LOOP_GET_STATUS64). */
+/* device-adopt.c: background jobs for devices found (at start, or made by
+ * others): the backing identity of d (LOOP_GET_STATUS64), at most two at
+ * once; an interrupted create's intent adopts the device it names. */
 void devices_read_identity(Devices *ds, Device *d);
 /* Starts queued identity reads; drops unmatched intents once none is left. */
 void devices_read_identity_pump(Devices *ds);

@@ -16,10 +16,6 @@
 #include "log.h"
 #include "node-access.h"
 
-/* How often every device is read again for what changes without a uevent
- * (backing file unlinked, direct I/O switched, a detach asked of a guarded
- * device through a node loopd cannot watch). */
-#define POLL_INTERVAL_USEC (5ULL * 1000000ULL)
 
 static uint64_t now_usec(void) {
         struct timespec ts;
@@ -189,148 +185,12 @@ void device_drop(Devices *ds, Device *d) {
         devices_emit_counts(ds);
 }
 
-/* ---- guards --------------------------------------------------------------- */
-
-bool device_wants_guard(uid_t owner, uint32_t flags) {
-        return owner != 0 && owner != UID_INVALID && !(flags & LO_FLAGS_AUTOCLEAR);
-}
-
-static int watch_node(Devices *ds, Device *d) {
-        char path[32];
-
-        (void) snprintf(path, sizeof(path), "/dev/loop%" PRIu32, d->number);
-        d->watch = inotify_add_watch(ds->inotify_fd, path, IN_CLOSE_WRITE | IN_CLOSE_NOWRITE);
-        return d->watch < 0 ? negative_errno() : 0;
-}
-
-static void unwatch_node(Devices *ds, Device *d) {
-        if (d->watch >= 0)
-                (void) inotify_rm_watch(ds->inotify_fd, d->watch);
-        d->watch = -1;
-}
-
-int device_guard(Devices *ds, Device *d, LoopDevice *keeper) {
-        int r;
-
-        assert(!d->guarded && keeper);
-        d->keeper = keeper;
-        d->guarded = true;
-        ds->n_guarded++;
-        r = watch_node(ds, d);
-        if (r < 0)
-                log_warning_errno(r, "Cannot watch /dev/loop%" PRIu32 " for closes; a detach asked by "
-                                  "someone else is noticed within %llu s only", d->number,
-                                  (unsigned long long) (POLL_INTERVAL_USEC / 1000000));
-        r = node_access_set(d->number, d->owner, !(d->info.flags & LO_FLAGS_READ_ONLY));
-        if (r < 0)
-                log_error_errno(r, "Cannot give uid %u access to /dev/loop%" PRIu32 "; it can use the device "
-                                "through the fd it was given only", (unsigned) d->owner, d->number);
-        devices_emit_counts(ds);
-        return r;
-}
-
-LoopDevice *device_unguard(Devices *ds, Device *d) {
-        int r;
-
-        if (!d->guarded)
-                return NULL;
-        /* First the access, then (the caller) the keeper: nobody may open the
-         * node with the owner's rights once the attachment can end. */
-        r = node_access_set(d->number, NODE_ACCESS_NONE, false);
-        if (r < 0 && r != -ENOENT)
-                log_error_errno(r, "Cannot withdraw uid %u's access to /dev/loop%" PRIu32, (unsigned) d->owner,
-                                d->number);
-        unwatch_node(ds, d);
-        d->guarded = false;
-        ds->n_guarded--;
-        devices_emit_counts(ds);
-        return TAKE_PTR(d->keeper);
-}
-
-/* A guarded device was created without autoclear; the flag set now means
- * someone asked for a detach (LOOP_CLR_FD marks a device still open), or
- * the owner set it through its fd. Either way the attachment may end at
- * the last close: withdraw access, then let the kernel have it. */
-static void guard_check(Devices *ds, Device *d) {
-        uint64_t autoclear = 0;
-        LoopDevice *keeper;
-
-        if (!d->guarded || d->busy)
-                return;
-        if (loop_sysfs_read_u64(d->number, "loop/autoclear", &autoclear) < 0 || autoclear == 0)
-                return;
-        LogEntry e = LOG_ENTRY_INIT(LOG_NOTICE, LOG_ID_REMOVED);
-        log_entry_add(&e, "LOOPD_DEVICE", "%s", d->info.path);
-        log_entry_add(&e, "LOOPD_DISKSEQ", "%" PRIu64, d->diskseq);
-        log_entry_add(&e, "LOOPD_OWNER", "%u", (unsigned) d->owner);
-        log_entry_send(&e, "A detach of %s (owned by uid %u) was asked outside loopd; access withdrawn, the kernel "
-                       "detaches it at its last close", d->info.path, (unsigned) d->owner);
-        keeper = device_unguard(ds, d);
-        d->detach_pending = true;
-        device_emit_changed(ds, d, DEVICE_CHANGED_STATE | DEVICE_CHANGED_INFO);
-        devices_release_keeper(ds, d->number, d->diskseq, keeper, false);
-}
-
-static int on_inotify(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        Devices *ds = userdata;
-        char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-        ssize_t n;
-
-        /* Which node does not matter much: a close is rare, and checking
-         * every guarded device is a sysfs read each. */
-        while ((n = read(fd, buf, sizeof(buf))) > 0)
-                ;
-        size_t i = 0;
-        for (Device *d; (d = devices_next(ds, &i));)
-                guard_check(ds, d);
-        return 0;
-}
-
 /* ---- following the kernel ----------------------------------------------------- */
 
 static bool info_equal(const LoopInfo *a, const LoopInfo *b) {
         return a->size == b->size && a->offset == b->offset && a->size_limit == b->size_limit &&
                a->block_size == b->block_size && a->flags == b->flags &&
                a->backing_deleted == b->backing_deleted && streq_ptr(a->backing_file, b->backing_file);
-}
-
-/* LOOP_CHANGE_FD (allowed on any fd of a read-only device, no capability
- * needed) swapped the backing file of a guarded device: the keeper proves
- * no detach happened, so the new diskseq is the same attachment with
- * another file behind it. What polkit approved was the old file: the
- * device keeps its owner and counts against its quota, but loopd
- * withdraws access and detaches it (at its last close). */
-static void backing_changed(Devices *ds, Device *d, LoopInfo *info) {
-        _cleanup_(freep) char *was = name_escape(d->info.backing_file), *now = name_escape(info->backing_file);
-        LoopDevice *keeper = device_unguard(ds, d);
-        uid_t owner = d->owner;
-        _cleanup_(freep) char *binding = d->binding ? strdup(d->binding) : NULL;
-        Device *nd;
-        int r;
-
-        LogEntry e = LOG_ENTRY_INIT(LOG_WARNING, LOG_ID_BACKING_CHANGED);
-        log_entry_add(&e, "LOOPD_DEVICE", "%s", d->info.path);
-        log_entry_add(&e, "LOOPD_DISKSEQ", "%" PRIu64, info->diskseq);
-        log_entry_add(&e, "LOOPD_OWNER", "%u", (unsigned) owner);
-        log_entry_add(&e, "LOOPD_BACKING_FILE", "%s", strempty(now));
-        log_entry_send(&e, "The backing file of %s (uid %u) was swapped from %s to %s (LOOP_CHANGE_FD); "
-                       "access withdrawn, detaching it", d->info.path, (unsigned) owner, strempty(was),
-                       strempty(now));
-        device_drop(ds, d);
-        r = device_add(ds, info, owner, binding, &nd);
-        if (r < 0) {
-                devices_release_keeper(ds, info->number, info->diskseq, keeper, true);
-                return;
-        }
-        OwnerRecord rec = { .number = nd->number, .diskseq = nd->diskseq, .uid = owner, .bound_to = binding };
-        r = owner_store_put(ds->store, &rec);
-        if (r < 0)
-                log_error_errno(r, "Cannot record the owner of %s in the state directory", nd->info.path);
-        nd->detach_pending = true;
-        if (ds->ev.added)
-                ds->ev.added(nd, ds->userdata);
-        devices_emit_counts(ds);
-        devices_release_keeper(ds, nd->number, nd->diskseq, keeper, true);
 }
 
 static void sync_one(Devices *ds, uint32_t number) {
@@ -347,7 +207,7 @@ static void sync_one(Devices *ds, uint32_t number) {
         }
         if (d && d->diskseq != info.diskseq) {
                 if (d->guarded) {
-                        backing_changed(ds, d, &info);
+                        device_backing_changed(ds, d, &info);
                         loop_info_done(&info);
                         return;
                 }
@@ -423,7 +283,7 @@ void devices_uevent(Devices *ds, uint32_t number, uint64_t diskseq, uint64_t seq
         }
         devices_sync(ds, number);
         if (number != UINT32_MAX && (d = devices_get(ds, number)))
-                guard_check(ds, d);
+                device_guard_check(ds, d);
 }
 
 Device *devices_refresh(Devices *ds, Device *d, uint64_t max_age_usec) {
@@ -445,7 +305,7 @@ static int on_poll(sd_event_source *s, uint64_t usec, void *userdata) {
         for (Device *d; (d = devices_next(ds, &i));) {
                 if (!devices_refresh(ds, d, POLL_INTERVAL_USEC / 2))
                         continue; /* ended: dropped */
-                guard_check(ds, d);
+                device_guard_check(ds, d);
                 background(ds, d);
         }
         (void) sd_event_source_set_time_relative(s, POLL_INTERVAL_USEC);
@@ -545,7 +405,7 @@ int devices_new(sd_event *e, JobPool *jobs, const DevicesOptions *o, const Devic
         ds->inotify_fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
         if (ds->inotify_fd < 0)
                 return negative_errno();
-        r = sd_event_add_io(e, &ds->inotify_source, ds->inotify_fd, EPOLLIN, on_inotify, ds);
+        r = sd_event_add_io(e, &ds->inotify_source, ds->inotify_fd, EPOLLIN, devices_on_node_closed, ds);
         if (r < 0)
                 return r;
         r = owner_store_open(o->state_dir, &ds->store);
@@ -625,3 +485,4 @@ Devices *devices_free(Devices *ds) {
         free(ds);
         return NULL;
 }
+

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -174,10 +175,24 @@ static int on_status_update(sd_event_source *s, void *userdata) {
         return 0;
 }
 
+static int on_trim(sd_event_source *s, uint64_t usec, void *userdata) {
+        /* Hand the memory of devices that came and went back to the system,
+         * so that loopd returns to its idle size after a burst. */
+        (void) malloc_trim(0);
+        return 0;
+}
+
 void context_counts_changed(Context *c) {
+        uint64_t now;
+
         /* Once per loop iteration, however many devices changed in it. */
         if (c->status_update && !c->exiting)
                 (void) sd_event_source_set_enabled(c->status_update, SD_EVENT_ONESHOT);
+        /* A trim once a burst has settled (200 ms without changes). */
+        if (c->trim_timer && sd_event_now(c->event, CLOCK_MONOTONIC, &now) >= 0) {
+                (void) sd_event_source_set_time(c->trim_timer, now + 200 * 1000);
+                (void) sd_event_source_set_enabled(c->trim_timer, SD_EVENT_ONESHOT);
+        }
 }
 
 static bool context_busy(Context *c) {
@@ -313,6 +328,10 @@ static int setup(Context *c) {
         if (r < 0)
                 return r;
         (void) sd_event_source_set_enabled(c->status_update, SD_EVENT_OFF);
+        r = sd_event_add_time_relative(c->event, &c->trim_timer, CLOCK_MONOTONIC, 200 * 1000, 0, on_trim, c);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(c->trim_timer, SD_EVENT_OFF);
 
         r = sd_bus_open_system(&c->bus);
         if (r < 0) {
@@ -397,6 +416,7 @@ static void teardown(Context *c) {
         bus_watch_stop(c);
         c->idle_timer = sd_event_source_disable_unref(c->idle_timer);
         c->status_update = sd_event_source_disable_unref(c->status_update);
+        c->trim_timer = sd_event_source_disable_unref(c->trim_timer);
         if (c->bus) {
                 /* Off the bus before anything can wait: a job stuck in the
                  * kernel must not keep loopd's name owned. */

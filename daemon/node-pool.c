@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
-#include <malloc.h>
 #include <time.h>
 #include <pthread.h>
 #include <signal.h>
@@ -18,7 +17,6 @@ struct NodePool {
         pthread_mutex_t lock;
         pthread_cond_t cond;
         bool kicked, stopping;
-        _Atomic uint64_t added, removed;
 };
 
 /* The free nodes, ascending. Returns count or -errno. */
@@ -48,8 +46,7 @@ static void rebalance(NodePool *p) {
         if (n < 0)
                 return;
         for (int i = n; i < (int) p->min_spare; i++)
-                if (loop_control_add(p->control_fd, -1) >= 0)
-                        p->added++;
+                (void) loop_control_add(p->control_fd, -1); /* the next rebalance tries again */
         /* Highest numbers first; stop early when asked to. */
         for (int i = n - 1; i >= (int) p->max_spare; i--) {
                 bool stop;
@@ -58,8 +55,7 @@ static void rebalance(NodePool *p) {
                 pthread_mutex_unlock(&p->lock);
                 if (stop)
                         break;
-                if (loop_control_remove(p->control_fd, free_nodes[i]) >= 0)
-                        p->removed++;
+                (void) loop_control_remove(p->control_fd, free_nodes[i]); /* EBUSY: somebody took it */
         }
 }
 
@@ -91,13 +87,7 @@ static void *worker(void *arg) {
                 }
                 p->kicked = false;
                 pthread_mutex_unlock(&p->lock);
-                /* Hand memory freed by removed devices back to the system,
-                 * so the daemon returns to its idle size: before the
-                 * rebalance too, which may delete nodes for a long time
-                 * (~47 ms each) after a storm. */
-                (void) malloc_trim(0);
                 rebalance(p);
-                (void) malloc_trim(0);
         }
 }
 
@@ -159,12 +149,4 @@ NodePool *node_pool_free(NodePool *p) {
         pthread_mutex_destroy(&p->lock);
         free(p);
         return NULL;
-}
-
-uint64_t node_pool_nodes_added(NodePool *p) {
-        return p->added;
-}
-
-uint64_t node_pool_nodes_removed(NodePool *p) {
-        return p->removed;
 }

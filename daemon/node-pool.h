@@ -34,6 +34,3 @@ DEFINE_POINTER_CLEANUP(NodePool, node_pool_free)
 /* Ask for a rebalance soon; cheap, never blocks on the kernel. */
 void node_pool_kick(NodePool *p);
 
-/* Counters, for the benchmark and tests. */
-uint64_t node_pool_nodes_added(NodePool *p);
-uint64_t node_pool_nodes_removed(NodePool *p);

@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "caps.h"
+#include "devices-internal.h"
+#include "log.h"
+#include "node-access.h"
+
+/* ---- background: identities and keepers of devices found --------------------------------- */
+
+typedef struct BackgroundJob {
+        Devices *ds;
+        bool keeper; /* else: identity */
+        uint32_t number;
+        uint64_t diskseq;
+        LoopDevice *ld;
+        LoopInfo info;
+        int r;
+} BackgroundJob;
+
+static void background_run(void *data) {
+        BackgroundJob *j = data;
+
+        j->r = loop_device_open_number(j->number, j->diskseq, O_RDONLY, &j->ld);
+        if (j->r < 0 || j->keeper)
+                return;
+        j->r = loop_device_read_info(j->ld, &j->info);
+        j->ld = loop_device_free(j->ld);
+}
+
+/* An interrupted create's intent names this device's backing file: it is
+ * that create's device. */
+static void adopt(Devices *ds, Device *d) {
+        for (size_t k = 0; k < ds->n_intents; k++) {
+                OwnerIntent *it = &ds->intents[k];
+                if (d->owner != UID_INVALID || it->backing_dev != d->info.backing_dev ||
+                    it->backing_ino != d->info.backing_ino)
+                        continue;
+                OwnerRecord rec = { .number = d->number, .diskseq = d->diskseq, .uid = it->uid,
+                                    .bound_to = it->bound_to, .backing_dev = it->backing_dev,
+                                    .backing_ino = it->backing_ino };
+                if (owner_store_put(ds->store, &rec) < 0)
+                        continue;
+                d->owner = it->uid;
+                d->binding = TAKE_PTR(it->bound_to);
+                if (d->binding)
+                        ds->n_bound++;
+                (void) owner_store_drop_intent(ds->store, it->id);
+                owner_intent_done(it);
+                *it = ds->intents[--ds->n_intents];
+                LogEntry e = LOG_ENTRY_INIT(LOG_INFO, LOG_ID_RECONCILED);
+                log_entry_add(&e, "LOOPD_DEVICE", "%s", d->info.path);
+                log_entry_add(&e, "LOOPD_DISKSEQ", "%" PRIu64, d->diskseq);
+                log_entry_add(&e, "LOOPD_OWNER", "%u", (unsigned) d->owner);
+                log_entry_send(&e, "Adopted %s for uid %u: its create was interrupted before loopd recorded it",
+                               d->info.path, (unsigned) d->owner);
+                device_emit_changed(ds, d, DEVICE_CHANGED_OWNER);
+                devices_emit_counts(ds);
+                return;
+        }
+}
+
+#define IDENTITY_IN_FLIGHT 2
+
+static void identity_pump(Devices *ds);
+
+static void background_done(void *data, JobResult result) {
+        _cleanup_(freep) BackgroundJob *j = data;
+        Device *d = devices_get_attachment(j->ds, j->number, j->diskseq);
+
+        if (d && j->keeper)
+                d->keeper_pending = false;
+        else if (d)
+                d->identity_pending = false;
+        if (j->keeper) {
+                if (d && j->r >= 0 && !d->guarded && !d->detach_pending &&
+                    device_wants_guard(d->owner, d->info.flags)) {
+                        (void) device_guard(j->ds, d, TAKE_PTR(j->ld));
+                        return;
+                }
+                devices_release(j->ds, j->ds->jobs, j->number, j->diskseq, TAKE_PTR(j->ld), -1, false);
+                return;
+        }
+        if (j->r < 0)
+                log_debug_errno(j->r, "Cannot read the backing identity of loop%" PRIu32, j->number);
+        if (d && j->r >= 0 && j->info.bound &&
+            (d->info.backing_dev != j->info.backing_dev || d->info.backing_ino != j->info.backing_ino)) {
+                d->info.backing_dev = j->info.backing_dev;
+                d->info.backing_ino = j->info.backing_ino;
+                device_emit_changed(j->ds, d, DEVICE_CHANGED_IDENTITY);
+                adopt(j->ds, d);
+        }
+        loop_info_done(&j->info);
+        /* After adopting: the next read, or the end of the intents. */
+        j->ds->identity_in_flight--;
+        if (!j->ds->freeing)
+                identity_pump(j->ds);
+}
+
+static int background_submit(Devices *ds, Device *d, bool keeper) {
+        BackgroundJob *j = calloc(1, sizeof(*j));
+        int r;
+
+        if (!j)
+                return -ENOMEM;
+        *j = (BackgroundJob) { .ds = ds, .keeper = keeper, .number = d->number, .diskseq = d->diskseq };
+        r = job_submit(ds->jobs, DEVICES_JOB_OWNER, 0, background_run, NULL, background_done, j);
+        if (r < 0) {
+                free(j); /* keepers: the next poll asks again */
+                return r;
+        }
+        if (keeper)
+                d->keeper_pending = true;
+        else {
+                d->identity_pending = true;
+                ds->identity_in_flight++;
+        }
+        return 0;
+}
+
+/* Interrupted creates' intents name no device once every identity is
+ * known (or could not be read): they made none. */
+static void drop_unmatched_intents(Devices *ds) {
+        for (size_t k = 0; k < ds->n_intents; k++) {
+                int r = owner_store_drop_intent(ds->store, ds->intents[k].id);
+                if (r < 0)
+                        log_warning_errno(r, "Cannot remove a stale intent record");
+                else {
+                        LogEntry e = LOG_ENTRY_INIT(LOG_INFO, LOG_ID_RECONCILED);
+                        log_entry_add(&e, "LOOPD_OWNER", "%u", (unsigned) ds->intents[k].uid);
+                        log_entry_send(&e, "An interrupted create of uid %u attached nothing; its intent record is "
+                                       "dropped", (unsigned) ds->intents[k].uid);
+                }
+        }
+        owner_intents_free(ds->intents, ds->n_intents);
+        ds->intents = NULL;
+        ds->n_intents = 0;
+}
+
+static void identity_pump(Devices *ds) {
+        while (ds->identity_in_flight < IDENTITY_IN_FLIGHT && ds->n_identity_queue > 0) {
+                struct IdentityWanted w = ds->identity_queue[--ds->n_identity_queue];
+                Device *d = devices_get_attachment(ds, w.number, w.diskseq);
+
+                if (!d || d->identity_pending || d->info.backing_dev != 0)
+                        continue;
+                if (background_submit(ds, d, false) < 0)
+                        break; /* the next poll asks again */
+        }
+        if (ds->n_identity_queue == 0) {
+                free(ds->identity_queue);
+                ds->identity_queue = NULL;
+        }
+        if (ds->identity_in_flight == 0 && ds->n_identity_queue == 0 && ds->n_intents > 0)
+                drop_unmatched_intents(ds);
+}
+
+void devices_read_identity(Devices *ds, Device *d) {
+        struct IdentityWanted *q;
+
+        if (!d->identity_pending) {
+                q = reallocarray(ds->identity_queue, ds->n_identity_queue + 1, sizeof(*q));
+                if (q) {
+                        ds->identity_queue = q;
+                        q[ds->n_identity_queue++] = (struct IdentityWanted) { d->number, d->diskseq };
+                }
+        }
+        identity_pump(ds);
+}
+
+void devices_take_keeper(Devices *ds, Device *d) {
+        if (!d->keeper_pending)
+                background_submit(ds, d, true);
+}
+
+void devices_read_identity_pump(Devices *ds) {
+        identity_pump(ds);
+}
+
