@@ -199,6 +199,12 @@ static void sync_one(Devices *ds, uint32_t number) {
         int r;
 
         r = loop_info_read_sysfs(number, &info);
+        if (r < 0 && r != -ENODEV) {
+                /* Could not look (out of fds, say): what we know stands. */
+                log_warning_errno(r, "Cannot read the state of loop%" PRIu32 " from sysfs", number);
+                loop_info_done(&info);
+                return;
+        }
         if (r < 0 || !info.bound || info.diskseq == 0) {
                 loop_info_done(&info);
                 if (d)

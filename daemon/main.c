@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
 
@@ -463,6 +464,18 @@ static int run(int argc, char *argv[]) {
         r = caps_set_effective(0, CAPS_HELD_BACK);
         if (r < 0)
                 log_warning_errno(r, "Cannot drop the capabilities loopd keeps for root's path helper");
+
+        /* Every guarded device holds an fd (its keeper) and every helper a
+         * pidfd: the soft limit systemd gives services (1024) is for
+         * programs that use select(); loopd does not, so it takes the hard
+         * limit (systemd's default 524288), as systemd advises. */
+        struct rlimit nofile;
+        if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+                nofile.rlim_cur = nofile.rlim_max;
+                if (setrlimit(RLIMIT_NOFILE, &nofile) < 0)
+                        log_warning_errno(errno, "Cannot raise the limit of open files to %llu",
+                                          (unsigned long long) nofile.rlim_max);
+        }
 
         loopd_errors_register();
         r = setup(&c);

@@ -666,6 +666,12 @@ static void test_no_free_device(LoopdFixture *f, gconstpointer data) {
                 g_autofree char *remote = NULL, *message = NULL;
                 g_autoptr(GVariant) pong = NULL;
 
+                /* loopd settled first: its node pool reads sysfs (with fds)
+                 * for a moment after each create and remove, and an fd taken
+                 * then is one the incoming backing fd cannot have (the bus
+                 * connection of a process that cannot take a passed fd
+                 * breaks: that is not what this tests). */
+                g_usleep(400 * 1000);
                 remote = create_with_fd_limit(f, img, (rlim_t) (lowest + extra), &message);
                 g_test_message("loopd with %d fds free above its lowest free one: Create %s%s%s", extra,
                                remote ? "answered " : "worked", remote ? remote : "", remote ? ": " : "");
