@@ -146,7 +146,7 @@ static char *column_cell(ColumnId id, const LoopdDeviceInfo *i, bool json, bool 
                 _cleanup_(freep) char *escaped = NULL;
 
                 if (json && !utf8_is_valid(name)) {
-                        escaped = escape_name(name);
+                        escaped = name_escape(name);
                         if (!escaped)
                                 return NULL;
                         name = escaped;
@@ -327,7 +327,7 @@ static unsigned long long kernel_encode_dev(uint64_t dev) {
 void output_print_old_format(const LoopdDeviceInfo *info) {
         /* Escaped as BackingFile is: one device stays one line whatever
          * the name holds (losetup prints the raw bytes). */
-        _cleanup_(freep) char *name = escape_name(device_backing_name(info));
+        _cleanup_(freep) char *name = name_escape(device_backing_name(info));
 
         printf("%s: [%04llu]:%llu (%s%s)", info->device_path ? info->device_path : "?",
                kernel_encode_dev(info->backing_device), (unsigned long long) info->backing_inode,

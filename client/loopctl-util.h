@@ -46,14 +46,6 @@ int parse_size(const char *s, uint64_t *ret);
 char *option_error(int c, int optopt_, int optind_, int argc, char *const *argv,
                    const struct option *options);
 
-/* True when s is valid UTF-8 (no overlong forms, no surrogates, nothing past
- * U+10FFFF): text that JSON and D-Bus strings can hold as it is. */
-bool utf8_is_valid(const char *s);
-
-/*
- * A file name as the contract's BackingFile property writes it
- * (dbus/org.loopd.Loop1.xml): every byte that is not part of valid UTF-8,
- * every control character (C0, DEL, C1) and the backslash become "\xNN", so
- * the text is valid UTF-8 and unambiguous. NULL s gives "". NULL on ENOMEM.
- */
-char *escape_name(const char *s);
+/* Names: utf8_is_valid() and name_escape() (BackingFile's escaping) come
+ * from common/escape.h, the daemon's own. */
+#include "escape.h"

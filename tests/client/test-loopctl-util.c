@@ -224,7 +224,7 @@ static void test_utf8_is_valid(void) {
         g_assert_false(utf8_is_valid("\xe6\x97"));           /* cut short */
 }
 
-static void test_escape_name(void) {
+static void test_name_escape(void) {
         static const struct {
                 const char *in, *out;
         } cases[] = {
@@ -237,12 +237,12 @@ static void test_escape_name(void) {
         };
 
         for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
-                g_autofree char *e = escape_name(cases[i].in);
+                g_autofree char *e = name_escape(cases[i].in);
                 g_assert_cmpstr(e, ==, cases[i].out);
                 g_assert_true(utf8_is_valid(e));
         }
         {
-                g_autofree char *e = escape_name(NULL);
+                g_autofree char *e = name_escape(NULL);
                 g_assert_cmpstr(e, ==, "");
         }
 }
@@ -255,6 +255,6 @@ int main(int argc, char **argv) {
         g_test_add_func("/loopctl-util/parse-size/against-util-linux", test_parse_size_against_util_linux);
         g_test_add_func("/loopctl-util/option-error-names-what-was-typed", test_option_error_names_what_was_typed);
         g_test_add_func("/loopctl-util/utf8-is-valid", test_utf8_is_valid);
-        g_test_add_func("/loopctl-util/escape-name", test_escape_name);
+        g_test_add_func("/loopctl-util/escape-name", test_name_escape);
         return g_test_run();
 }

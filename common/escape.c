@@ -5,7 +5,7 @@
 
 #include "escape.h"
 
-size_t escape_char_len(const char *s, size_t left) {
+size_t utf8_char_len(const char *s, size_t left) {
         const unsigned char *p = (const unsigned char *) s;
         uint32_t c;
         size_t n;
@@ -13,7 +13,7 @@ size_t escape_char_len(const char *s, size_t left) {
         if (left == 0)
                 return 0;
         if (p[0] < 0x80)
-                return (p[0] < 0x20 || p[0] == 0x7f || p[0] == '\\') ? 0 : 1;
+                return 1;
         if (p[0] >= 0xc2 && p[0] <= 0xdf)
                 n = 2, c = p[0] & 0x1f;
         else if (p[0] >= 0xe0 && p[0] <= 0xef)
@@ -33,7 +33,29 @@ size_t escape_char_len(const char *s, size_t left) {
                 return 0; /* overlong, or too large */
         if ((c >= 0xd800 && c <= 0xdfff) || (c >= 0xfdd0 && c <= 0xfdef) || (c & 0xfffe) == 0xfffe)
                 return 0; /* surrogates and non-characters: sd-bus refuses them */
-        if (c >= 0x80 && c <= 0x9f)
+        return n;
+}
+
+bool utf8_is_valid(const char *s) {
+        size_t left = strlen(s);
+
+        while (left > 0) {
+                size_t k = utf8_char_len(s, left);
+                if (k == 0)
+                        return false;
+                s += k;
+                left -= k;
+        }
+        return true;
+}
+
+size_t escape_char_len(const char *s, size_t left) {
+        const unsigned char *p = (const unsigned char *) s;
+        size_t n = utf8_char_len(s, left);
+
+        if (n == 1 && (p[0] < 0x20 || p[0] == 0x7f || p[0] == '\\'))
+                return 0; /* C0 controls, DEL, the escape itself */
+        if (n == 2 && p[0] == 0xc2 && p[1] <= 0x9f)
                 return 0; /* C1 controls */
         return n;
 }
