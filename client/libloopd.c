@@ -252,6 +252,24 @@ static int client_new_call(LoopdClient *c, const char *path, const char *interfa
         return 0;
 }
 
+/* A Manager call whose first argument is a device name (Open, GetDevice,
+ * Remove): the call, with the name appended. */
+static int manager_name_call_new(LoopdClient *c, const char *member, const char *name, sd_bus_message **ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r;
+
+        if (!name)
+                return client_local_error(c, -EINVAL, "No device name given");
+        r = client_new_call(c, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, member, &m);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "s", name);
+        if (r < 0)
+                return client_local_error(c, r, "Invalid device name: %s", strerror(-r));
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
 static int client_call(LoopdClient *c, sd_bus_message *m, sd_bus_message **ret_reply) {
         sd_bus_error error = SD_BUS_ERROR_NULL;
         int r;
@@ -730,15 +748,9 @@ int loopd_open(LoopdClient *c, const char *name, uint64_t flags, LoopdDevice **r
 
         if (!c)
                 return -EINVAL;
-        if (!name)
-                return client_local_error(c, -EINVAL, "No device name given");
-
-        r = client_new_call(c, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "Open", &m);
+        r = manager_name_call_new(c, "Open", name, &m);
         if (r < 0)
                 return r;
-        r = sd_bus_message_append(m, "s", name);
-        if (r < 0)
-                return client_local_error(c, r, "Invalid device name: %s", strerror(-r));
         r = open_options_append(c, m, flags);
         if (r < 0)
                 return r;
@@ -787,15 +799,11 @@ int loopd_get_device(LoopdClient *c, const char *name, LoopdDevice **ret) {
 
         if (!c)
                 return -EINVAL;
-        if (!name || !ret)
-                return client_local_error(c, -EINVAL, "No device name or no result pointer given");
-
-        r = client_new_call(c, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "GetDevice", &m);
+        if (!ret)
+                return client_local_error(c, -EINVAL, "No result pointer given");
+        r = manager_name_call_new(c, "GetDevice", name, &m);
         if (r < 0)
                 return r;
-        r = sd_bus_message_append(m, "s", name);
-        if (r < 0)
-                return client_local_error(c, r, "Invalid device name: %s", strerror(-r));
         r = client_call(c, m, &reply);
         if (r < 0)
                 return r;
@@ -1117,14 +1125,9 @@ int loopd_remove_async(LoopdClient *c, const char *device,
 
         if (!c)
                 return -EINVAL;
-        if (!device)
-                return client_local_error(c, -EINVAL, "No device name given");
-        r = client_new_call(c, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "Remove", &m);
+        r = manager_name_call_new(c, "Remove", device, &m);
         if (r < 0)
                 return r;
-        r = sd_bus_message_append(m, "s", device);
-        if (r < 0)
-                return client_local_error(c, r, "Invalid device name: %s", strerror(-r));
         a = calloc(1, sizeof(*a));
         if (!a)
                 return client_local_error(c, -ENOMEM, "Out of memory");
