@@ -47,8 +47,12 @@ static int device_find(sd_bus *bus, const char *path, const char *interface, voi
         if (!d)
                 return 0;
         /* Fresh before any property of it is read: the read itself emits
-         * PropertiesChanged when it finds a change. */
-        d = devices_refresh(c->devices, d, FRESH_USEC);
+         * PropertiesChanged when it finds a change. Not while loopd is
+         * emitting a signal itself: sd-bus looks the object up again to
+         * fill the signal in, and a re-read then could drop the very
+         * Device being described. */
+        if (!c->emitting)
+                d = devices_refresh(c->devices, d, FRESH_USEC);
         if (!d)
                 return 0;
         *found = d;
@@ -190,7 +194,7 @@ int bus_device_register(Context *c) {
 
 /* ---- the model's events → signals ------------------------------------------------ */
 
-static void emit(int r, const char *what, const Device *d) {
+static void emitted(int r, const char *what, const Device *d) {
         /* A signal that cannot be sent leaves listeners behind the kernel
          * until their next GetManagedObjects; worth a line. */
         if (r < 0)
@@ -203,7 +207,9 @@ static void on_added(Device *d, void *userdata) {
 
         if (!path)
                 return;
-        emit(sd_bus_emit_interfaces_added(c->bus, path, LOOPD_DEVICE_INTERFACE, NULL), "InterfacesAdded", d);
+        c->emitting = true;
+        emitted(sd_bus_emit_interfaces_added(c->bus, path, LOOPD_DEVICE_INTERFACE, NULL), "InterfacesAdded", d);
+        c->emitting = false;
         if (d->binding)
                 bus_watch_device(c, d);
 }
@@ -214,7 +220,9 @@ static void on_removed(Device *d, void *userdata) {
 
         if (!path)
                 return;
-        emit(sd_bus_emit_interfaces_removed(c->bus, path, LOOPD_DEVICE_INTERFACE, NULL), "InterfacesRemoved", d);
+        c->emitting = true;
+        emitted(sd_bus_emit_interfaces_removed(c->bus, path, LOOPD_DEVICE_INTERFACE, NULL), "InterfacesRemoved", d);
+        c->emitting = false;
 }
 
 static void on_changed(Device *d, unsigned what, void *userdata) {
@@ -239,17 +247,20 @@ static void on_changed(Device *d, unsigned what, void *userdata) {
         if (what & DEVICE_CHANGED_STATE)
                 names[n++] = "DetachPending";
         names[n] = NULL;
+        c->emitting = true;
         if (n > 0)
-                emit(sd_bus_emit_properties_changed_strv(c->bus, path, LOOPD_DEVICE_INTERFACE, (char **) names),
-                     "PropertiesChanged", d);
+                emitted(sd_bus_emit_properties_changed_strv(c->bus, path, LOOPD_DEVICE_INTERFACE, (char **) names),
+                        "PropertiesChanged", d);
         if (what & DEVICE_CHANGED_OWNER) {
                 /* OwnerUID and BoundToCaller are constant for an attachment's
                  * life as clients see it; one adopted after start is new to
                  * them: present it again. */
-                emit(sd_bus_emit_interfaces_removed(c->bus, path, LOOPD_DEVICE_INTERFACE, NULL), "InterfacesRemoved",
-                     d);
+                emitted(sd_bus_emit_interfaces_removed(c->bus, path, LOOPD_DEVICE_INTERFACE, NULL),
+                        "InterfacesRemoved", d);
+                c->emitting = false;
                 on_added(d, c);
         }
+        c->emitting = false;
 }
 
 static void on_counts_changed(void *userdata) {

@@ -69,6 +69,7 @@ typedef struct Context {
 
         sd_event_source *idle_timer, *status_update, *trim_timer;
         bool exiting;
+        bool emitting; /* bus-device.c sends a signal: objects are not re-read meanwhile */
 } Context;
 
 /* main.c: STATUS= and the idle timer follow the device counts. */

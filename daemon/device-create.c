@@ -240,8 +240,11 @@ static void create_done(void *data, JobResult result) {
                                        "attached", strerror(-r));
                         create_undo(j);
                         r = DEVICES_ERROR_STATE_DIR;
-                } else
-                        TAKE_PTR(j->intent);
+                } else {
+                        /* The intent is the record now: nothing to drop. */
+                        free(j->intent);
+                        j->intent = NULL;
+                }
         }
         if (r >= 0) {
                 /* A stale entry for this number (a uevent we have not read yet). */
