@@ -151,3 +151,15 @@ void device_backing_changed(Devices *ds, Device *d, LoopInfo *info) {
         devices_release_keeper(ds, nd->number, nd->diskseq, keeper, true);
 }
 
+
+void devices_partition_event(Devices *ds, uint32_t number) {
+        Device *d = devices_get(ds, number);
+        int r;
+
+        if (!d || !d->guarded)
+                return;
+        r = node_access_set(d->number, d->owner, !(d->info.flags & LO_FLAGS_READ_ONLY));
+        if (r < 0)
+                log_warning_errno(r, "Cannot give uid %u access to the partitions of %s", (unsigned) d->owner,
+                                  d->info.path);
+}

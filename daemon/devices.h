@@ -109,6 +109,9 @@ void devices_sync(Devices *ds, uint32_t number);
 /* A kernel uevent about loop<number> (UINT32_MAX: events were lost, all).
  * Skipped when already reflected (see devices.c). */
 void devices_uevent(Devices *ds, uint32_t number, uint64_t diskseq, uint64_t seqnum);
+/* A partition of loop<number> came or changed: a guarded device's owner
+ * gets it too (node-access.h). */
+void devices_partition_event(Devices *ds, uint32_t number);
 /* Re-reads d's info from sysfs if older than max_age_usec (emitting
  * changed); d stays valid unless the attachment ended (returns NULL then). */
 Device *devices_refresh(Devices *ds, Device *d, uint64_t max_age_usec);

@@ -294,7 +294,11 @@ static void ignore_stray_signals(void) {
 
 static void on_uevent(const Uevent *ev, void *userdata) {
         Context *c = userdata;
-        devices_uevent(c->devices, ev->number, ev->diskseq, ev->seqnum); /* UINT32_MAX (overflow): all */
+
+        if (ev->partition)
+                devices_partition_event(c->devices, ev->number);
+        else
+                devices_uevent(c->devices, ev->number, ev->diskseq, ev->seqnum); /* UINT32_MAX (overflow): all */
 }
 
 static int setup(Context *c) {

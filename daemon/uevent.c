@@ -63,7 +63,23 @@ int uevent_parse(const char *buf, size_t len, Uevent *ret) {
         }
         if (!act || !subsystem || !devname)
                 return -EINVAL;
-        if (strcmp(subsystem, "block") != 0 || (devtype && strcmp(devtype, "disk") != 0))
+        if (strcmp(subsystem, "block") != 0)
+                return 0;
+        if (devtype && strcmp(devtype, "partition") == 0) {
+                /* "loopNpM": its whole disk's number, marked as a partition. */
+                const char *p = strrchr(devname, 'p');
+                char disk[32];
+                if (!p || p == devname || (size_t) (p - devname) >= sizeof(disk))
+                        return 0;
+                memcpy(disk, devname, (size_t) (p - devname));
+                disk[p - devname] = 0;
+                if (loop_name_parse(disk, &number) < 0 || p[1] < '1' || p[1] > '9')
+                        return 0;
+                *ret = (Uevent) { .number = number, .action = act, .diskseq = diskseq, .seqnum = seqnum,
+                                  .partition = true };
+                return 1;
+        }
+        if (devtype && strcmp(devtype, "disk") != 0)
                 return 0;
         if (loop_name_parse(devname, &number) < 0)
                 return 0;

@@ -217,15 +217,34 @@ static void test_uevent_parse_bad_numbers_read_as_unknown(void) {
         g_assert_cmpuint(ev.seqnum, ==, 0);
 }
 
-static void test_uevent_parse_ignores_others(void) {
+/* A partition is reported by its disk's number, marked: a guarded disk's
+ * owner gets its partitions too. Anything else named like one is not. */
+static void test_uevent_parse_partitions(void) {
         static const char part[] = "add@/x/loop7p1\0ACTION=add\0SUBSYSTEM=block\0DEVNAME=loop7p1\0DEVTYPE=partition";
+        static const char part12[] = "add@/x/loop12p10\0ACTION=add\0SUBSYSTEM=block\0DEVNAME=loop12p10\0DEVTYPE=partition";
+        static const char vda1[] = "add@/x/vda1\0ACTION=add\0SUBSYSTEM=block\0DEVNAME=vda1\0DEVTYPE=partition";
+        static const char p0[] = "add@/x/loop7p0\0ACTION=add\0SUBSYSTEM=block\0DEVNAME=loop7p0\0DEVTYPE=partition";
+        static const char nvme[] = "add@/x/nvme0n1p1\0ACTION=add\0SUBSYSTEM=block\0DEVNAME=nvme0n1p1\0DEVTYPE=partition";
+        Uevent ev = { 0 };
+
+        g_assert_cmpint(uevent_parse(part, sizeof(part), &ev), ==, 1);
+        g_assert_cmpuint(ev.number, ==, 7);
+        g_assert_true(ev.partition);
+        g_assert_cmpint(uevent_parse(part12, sizeof(part12), &ev), ==, 1);
+        g_assert_cmpuint(ev.number, ==, 12);
+        g_assert_true(ev.partition);
+        g_assert_cmpint(uevent_parse(vda1, sizeof(vda1), &ev), ==, 0);
+        g_assert_cmpint(uevent_parse(p0, sizeof(p0), &ev), ==, 0);
+        g_assert_cmpint(uevent_parse(nvme, sizeof(nvme), &ev), ==, 0);
+}
+
+static void test_uevent_parse_ignores_others(void) {
         static const char vda[] = "change@/x/vda\0ACTION=change\0SUBSYSTEM=block\0DEVNAME=vda\0DEVTYPE=disk";
         static const char net[] = "add@/x/lo\0ACTION=add\0SUBSYSTEM=net\0DEVNAME=loop7";
         static const char bad[] = "no at sign here\0ACTION=add";
         static const char libudev[] = "libudev\0\xfe\xed\xca\xfe";
         Uevent ev;
 
-        g_assert_cmpint(uevent_parse(part, sizeof(part), &ev), ==, 0);
         g_assert_cmpint(uevent_parse(vda, sizeof(vda), &ev), ==, 0);
         g_assert_cmpint(uevent_parse(net, sizeof(net), &ev), ==, 0);
         g_assert_cmpint(uevent_parse(bad, sizeof(bad), &ev), ==, -EINVAL);
@@ -247,6 +266,7 @@ int main(int argc, char *argv[]) {
         g_test_add("/owner-store/record-refuses-bad-bound-name", Fixture, NULL, setup,
                    test_record_refuses_bad_bound_name, teardown);
         g_test_add_func("/owner-store/unique-name-validation", test_unique_name_validation);
+        g_test_add_func("/uevent/partitions-by-their-disk", test_uevent_parse_partitions);
         g_test_add_func("/uevent/parse-loop-disk", test_uevent_parse_loop_disk);
         g_test_add_func("/uevent/parse-ignores-others", test_uevent_parse_ignores_others);
         g_test_add_func("/uevent/parse-bad-numbers-read-as-unknown", test_uevent_parse_bad_numbers_read_as_unknown);
