@@ -82,6 +82,14 @@ static void test_no_fd_of_loopd_reaches_the_caller(LoopdFixture *f, gconstpointe
         guint probes = 0;
 
         LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
+        if (strstr(g_getenv("LOOPD_TEST_WRAPPER") ? g_getenv("LOOPD_TEST_WRAPPER") : "", "valgrind")) {
+                /* Under valgrind the helper, forked but never exec'ed, is
+                 * valgrind's too: valgrind keeps fds of its own there that
+                 * close_range() may not close, so this would probe
+                 * valgrind, not loopd. */
+                g_test_skip("the helper would run under valgrind, which keeps fds of its own in it");
+                return;
+        }
         loopd = loopd_fixture_daemon_pid(f);
 
         /* The victim's file: readable by all, in a directory only it may enter. */
