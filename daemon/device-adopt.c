@@ -93,6 +93,8 @@ static void background_done(void *data, JobResult result) {
         }
         if (j->r < 0)
                 log_debug_errno(j->r, "Cannot read the backing identity of loop%" PRIu32, j->number);
+        if (d && j->r >= 0)
+                device_take_name_reading(j->ds, d, &j->info);
         if (d && j->r >= 0 && j->info.bound &&
             (d->info.backing_dev != j->info.backing_dev || d->info.backing_ino != j->info.backing_ino)) {
                 d->info.backing_dev = j->info.backing_dev;

@@ -127,6 +127,9 @@ typedef struct CreateJob {
         devices_create_done_t done;
         void *userdata;
         bool answered;
+        /* Every node it claimed (devices_claim_node()), to let go of when done. */
+        uint32_t claimed[LOOP_CREATE_MAX_ATTEMPTS];
+        size_t n_claimed;
         /* Results. */
         int r;
         int store_errno;
@@ -135,6 +138,23 @@ typedef struct CreateJob {
         LoopDevice *keeper;
         bool dio_refused;
 } CreateJob;
+
+static void create_claim(uint32_t number, void *userdata) {
+        CreateJob *j = userdata;
+
+        if (j->n_claimed < ELEMENTSOF(j->claimed) && devices_claim_node(j->ds, number) >= 0)
+                j->claimed[j->n_claimed++] = number;
+}
+
+/* On the event loop, once the job's result is in the model (or undone): the
+ * nodes it tried are anybody's again, and one whose state was put off for
+ * the claim is read now. */
+static void create_unclaim(CreateJob *j) {
+        for (size_t i = 0; i < j->n_claimed; i++)
+                if (devices_unclaim_node(j->ds, j->claimed[i]) && !j->ds->freeing)
+                        devices_sync(j->ds, j->claimed[i]);
+        j->n_claimed = 0;
+}
 
 static void create_run(void *data) {
         CreateJob *j = data;
@@ -157,7 +177,8 @@ static void create_run(void *data) {
                 j->r = j->r == -ENOMEM || j->r == -EINVAL ? j->r : DEVICES_ERROR_STATE_DIR;
                 return;
         }
-        j->r = loop_device_create_checked(j->ds->control_fd, j->backing_fd, &j->config, flags, &ld);
+        j->r = loop_device_create_checked(j->ds->control_fd, j->backing_fd, &j->config, flags, create_claim, j,
+                                          &ld);
         if (j->r < 0)
                 return;
         j->dio_refused = loop_device_dio_refused(ld);
@@ -267,6 +288,7 @@ static void create_done(void *data, JobResult result) {
         if (r < 0) {
                 if (!j->answered)
                         j->done(r, NULL, -1, false, j->userdata);
+                create_unclaim(j);
                 create_free(j);
                 return;
         }
@@ -283,6 +305,7 @@ static void create_done(void *data, JobResult result) {
                 ds->ev.added(d, ds->userdata);
         devices_emit_counts(ds);
         j->done(0, d, TAKE_FD(j->fd), j->dio_refused, j->userdata);
+        create_unclaim(j);
         create_free(j);
 }
 

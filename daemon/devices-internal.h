@@ -5,6 +5,8 @@
  * Shared by devices.c (the model) and device-ops.c (the operations) only.
  */
 
+#include <pthread.h>
+
 #include "device-ops.h"
 #include "devices.h"
 #include "node-pool.h"
@@ -49,10 +51,34 @@ struct Devices {
         sd_event_source *inotify_source;
         sd_event_source *poll_timer;
 
+        /* Nodes that create jobs are configuring, claimed from their threads
+         * just before LOOP_CONFIGURE: an attachment found on one is that
+         * create's, which its completion announces with its owner.
+         * Announcing it from its uevent first would present it as nobody's,
+         * then remove and add it again. A node whose uevent was put off for
+         * a claim is read again when the claim ends. */
+        pthread_mutex_t claims_lock;
+        struct NodeClaim {
+                uint32_t number;
+                bool deferred;
+        } *claims;
+        size_t n_claims;
+
         DeviceEvents ev;
         void *userdata;
         bool freeing;
 };
+
+/* devices.c: from any thread. A claim that cannot be recorded (ENOMEM)
+ * only means the create is announced as before. devices_unclaim_node()
+ * (event loop) returns true when the node's state was put off meanwhile. */
+int devices_claim_node(Devices *ds, uint32_t number);
+bool devices_unclaim_node(Devices *ds, uint32_t number);
+
+/* A job read d with the backing inode in hand (LOOP_INFO_IDENTITY): where it
+ * reads the kernel's same text otherwise than sysfs alone did (a live name
+ * ending in " (deleted)"), its reading wins, with PropertiesChanged. */
+void device_take_name_reading(Devices *ds, Device *d, const LoopInfo *read);
 
 /* How often every device is read again for what changes without a uevent
  * (backing file unlinked, direct I/O switched, a detach asked of a guarded

@@ -185,6 +185,94 @@ void device_drop(Devices *ds, Device *d) {
         devices_emit_counts(ds);
 }
 
+/* ---- creates in flight --------------------------------------------------------- */
+
+int devices_claim_node(Devices *ds, uint32_t number) {
+        struct NodeClaim *c;
+        int r = 0;
+
+        pthread_mutex_lock(&ds->claims_lock);
+        c = reallocarray(ds->claims, ds->n_claims + 1, sizeof(*c));
+        if (!c)
+                r = -ENOMEM;
+        else {
+                ds->claims = c;
+                ds->claims[ds->n_claims++] = (struct NodeClaim) { .number = number };
+        }
+        pthread_mutex_unlock(&ds->claims_lock);
+        return r;
+}
+
+bool devices_unclaim_node(Devices *ds, uint32_t number) {
+        bool deferred = false;
+
+        pthread_mutex_lock(&ds->claims_lock);
+        for (size_t i = 0; i < ds->n_claims; i++)
+                if (ds->claims[i].number == number) {
+                        deferred = ds->claims[i].deferred;
+                        ds->claims[i] = ds->claims[--ds->n_claims];
+                        break;
+                }
+        pthread_mutex_unlock(&ds->claims_lock);
+        return deferred;
+}
+
+/* Is a create configuring this node? Then what is found there waits. */
+static bool node_claimed_defer(Devices *ds, uint32_t number) {
+        bool found = false;
+
+        pthread_mutex_lock(&ds->claims_lock);
+        for (size_t i = 0; i < ds->n_claims; i++)
+                if (ds->claims[i].number == number) {
+                        ds->claims[i].deferred = found = true;
+                        break;
+                }
+        pthread_mutex_unlock(&ds->claims_lock);
+        return found;
+}
+
+/* sysfs shows an unlinked file's name with " (deleted)" appended, and a live
+ * file's name may end so too; only a read with the inode in hand (on a job)
+ * tells them apart. The kernel's text unchanged means the state unchanged:
+ * keep the reading we have. */
+static bool same_kernel_text(const LoopInfo *a, const LoopInfo *b) {
+        static const char mark[] = " (deleted)";
+        size_t la, lb;
+
+        if (!a->backing_file || !b->backing_file)
+                return false;
+        la = strlen(a->backing_file);
+        lb = strlen(b->backing_file);
+        if (a->backing_deleted == b->backing_deleted)
+                return la == lb && memcmp(a->backing_file, b->backing_file, la) == 0;
+        if (b->backing_deleted)
+                return same_kernel_text(b, a);
+        /* a carries the mark, b's name ends with it */
+        return lb == la + sizeof(mark) - 1 && memcmp(a->backing_file, b->backing_file, la) == 0 &&
+               memcmp(b->backing_file + la, mark, sizeof(mark) - 1) == 0;
+}
+
+static void keep_name_reading(LoopInfo *info, const LoopInfo *known) {
+        char *name;
+
+        if (info->backing_deleted == known->backing_deleted || !same_kernel_text(info, known))
+                return;
+        name = strdup(known->backing_file);
+        if (!name)
+                return; /* the sysfs reading stays: wrong about one name, never unsafe */
+        free(info->backing_file);
+        info->backing_file = name;
+        info->backing_deleted = known->backing_deleted;
+}
+
+void device_take_name_reading(Devices *ds, Device *d, const LoopInfo *read) {
+        if (!read->bound || read->diskseq != d->diskseq || read->backing_deleted == d->info.backing_deleted)
+                return;
+        keep_name_reading(&d->info, read);
+        if (d->info.backing_deleted == read->backing_deleted)
+                device_emit_changed(ds, d, DEVICE_CHANGED_INFO);
+}
+
 /* ---- following the kernel ----------------------------------------------------- */
 
 static bool info_equal(const LoopInfo *a, const LoopInfo *b) {
@@ -220,6 +308,11 @@ static void sync_one(Devices *ds, uint32_t number) {
                 device_drop(ds, d);
                 d = NULL;
         }
+        if (!d && node_claimed_defer(ds, number)) {
+                /* A create's own attachment: its completion adds it. */
+                loop_info_done(&info);
+                return;
+        }
         if (!d) {
                 r = device_add(ds, &info, UID_INVALID, NULL, &d);
                 if (r < 0) {
@@ -235,6 +328,7 @@ static void sync_one(Devices *ds, uint32_t number) {
         }
         info.backing_dev = d->info.backing_dev;
         info.backing_ino = d->info.backing_ino;
+        keep_name_reading(&info, &d->info);
         d->info_usec = now_usec();
         if (info_equal(&info, &d->info)) {
                 d->info.uevent_seqnum = info.uevent_seqnum;
@@ -402,6 +496,7 @@ int devices_new(sd_event *e, JobPool *jobs, const DevicesOptions *o, const Devic
         ds->event = sd_event_ref(e);
         ds->jobs = jobs;
         ds->control_fd = ds->inotify_fd = -1;
+        pthread_mutex_init(&ds->claims_lock, NULL);
         ds->quota = o->quota;
         ds->kernel_timeout_usec = o->kernel_timeout_usec;
         r = loop_control_open();
@@ -482,6 +577,8 @@ Devices *devices_free(Devices *ds) {
         uid_counts_clear(&ds->reserved);
         owner_intents_free(ds->intents, ds->n_intents);
         free(ds->identity_queue);
+        free(ds->claims);
+        pthread_mutex_destroy(&ds->claims_lock);
         owner_store_free(ds->store);
         sd_event_source_disable_unref(ds->poll_timer);
         sd_event_source_disable_unref(ds->inotify_source);

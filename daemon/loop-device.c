@@ -257,8 +257,11 @@ static int verify_configured(int fd, uint32_t number, const struct loop_config *
         uint32_t want = cfg->info.lo_flags, got;
         int r;
 
-        /* We hold the fd: nobody can finish clearing it meanwhile. */
-        r = loop_info_read(number, fd, 0, &sys);
+        /* We hold the fd: nobody can finish clearing it meanwhile. With the
+         * identity, a live file whose name ends in " (deleted)" is told from
+         * an unlinked one (this runs off the event loop: the backing file
+         * may be stat'ed). */
+        r = loop_info_read(number, fd, LOOP_INFO_IDENTITY, &sys);
         if (r < 0)
                 return r;
         if (!sys.bound)
@@ -309,11 +312,11 @@ int loop_device_create(int control_fd, int backing_fd, const LoopConfig *c, Loop
         r = loop_backing_check(backing_fd, c, NULL, &flags);
         if (r < 0)
                 return r;
-        return loop_device_create_checked(control_fd, backing_fd, c, flags, ret);
+        return loop_device_create_checked(control_fd, backing_fd, c, flags, NULL, NULL, ret);
 }
 
 int loop_device_create_checked(int control_fd, int backing_fd, const LoopConfig *c, uint32_t flags,
-                               LoopDevice **ret) {
+                               loop_node_claim_t claim, void *claim_userdata, LoopDevice **ret) {
         struct loop_config cfg = { 0 };
         uint32_t last_busy_number = UINT32_MAX;
         unsigned same_busy = 0;
@@ -376,6 +379,8 @@ int loop_device_create_checked(int control_fd, int backing_fd, const LoopConfig 
                 /* No EINVAL-without-DIO retry here: LOOP_CONFIGURE never refuses DIO. 6.18 (checked)
                  * and the kernels before the 2025 loop_update_dio() rework alike clear the flag
                  * silently when the file cannot do it; only LOOP_SET_DIRECT_IO says EINVAL. */
+                if (claim)
+                        claim((uint32_t) number, claim_userdata);
                 if (ioctl(fd, LOOP_CONFIGURE, &cfg) < 0) {
                         if (errno == EBUSY) {
                                 /* Bound by someone who opened it before our O_EXCL open. */

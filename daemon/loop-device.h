@@ -102,12 +102,17 @@ typedef struct LoopDevice LoopDevice;
  */
 int loop_device_create(int control_fd, int backing_fd, const LoopConfig *c, LoopDevice **ret);
 
+/* Called on the creating thread with each node number just before
+ * LOOP_CONFIGURE is tried on it: the kernel's uevent for the attachment can
+ * reach an event loop before the creator is done. */
+typedef void (*loop_node_claim_t)(uint32_t number, void *userdata);
+
 /* loop_device_create() for a caller that validated c and ran
  * loop_backing_check() on backing_fd itself; flags are the effective flags
  * that check gave (read-only forced by an O_RDONLY fd). Saves the second
- * statx of the backing file. */
+ * statx of the backing file. claim (may be NULL) is told each node tried. */
 int loop_device_create_checked(int control_fd, int backing_fd, const LoopConfig *c, uint32_t flags,
-                               LoopDevice **ret);
+                               loop_node_claim_t claim, void *claim_userdata, LoopDevice **ret);
 
 /*
  * Open an existing loop device named by path, O_RDONLY|O_NONBLOCK, not

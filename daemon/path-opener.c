@@ -23,6 +23,7 @@ struct PathOpener {
         sd_event *event;
         unsigned max_per_uid, max_total, total;
         UidCounts counts;
+        struct HelperRef *orphans; /* cancelled helpers not reaped yet */
 };
 
 /* The child source's userdata: outlives its PathOpen when that is
@@ -31,6 +32,7 @@ typedef struct HelperRef {
         PathOpener *po;
         uid_t uid;
         PathOpen *p; /* NULL once cancelled */
+        struct HelperRef *prev, *next; /* in po->orphans once cancelled */
 } HelperRef;
 
 struct PathOpen {
@@ -243,6 +245,12 @@ static int reap_child(sd_event_source *s, const siginfo_t *si, void *userdata) {
         /* Cancelled earlier: the source was left floating to reap it.
          * Turning floating off drops the loop's (last) reference: the
          * source goes once this dispatch returns. */
+        if (ref->prev)
+                ref->prev->next = ref->next;
+        else
+                ref->po->orphans = ref->next;
+        if (ref->next)
+                ref->next->prev = ref->prev;
         free(ref);
         (void) sd_event_source_set_floating(s, false);
         return 0;
@@ -340,6 +348,11 @@ PathOpen *path_open_cancel(PathOpen *p) {
                  * make us wait, so nothing here waits. It stays counted. */
                 (void) sd_event_source_send_child_signal(p->child, SIGKILL, NULL, 0);
                 p->ref->p = NULL;
+                p->ref->prev = NULL;
+                p->ref->next = p->ref->po->orphans;
+                if (p->ref->next)
+                        p->ref->next->prev = p->ref;
+                p->ref->po->orphans = p->ref;
                 (void) sd_event_source_set_floating(p->child, true);
                 p->child = sd_event_source_unref(p->child);
         } else
@@ -366,6 +379,13 @@ int path_opener_new(sd_event *e, unsigned max_per_uid, unsigned max_total, PathO
 PathOpener *path_opener_free(PathOpener *po) {
         if (!po)
                 return NULL;
+        /* Helpers not reaped yet are SIGKILLed already; their sources go
+         * with the event loop, never dispatched again. */
+        while (po->orphans) {
+                HelperRef *ref = po->orphans;
+                po->orphans = ref->next;
+                free(ref);
+        }
         uid_counts_clear(&po->counts);
         sd_event_unref(po->event);
         free(po);
