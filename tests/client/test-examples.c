@@ -122,6 +122,7 @@ static void test_example_dbus_python(LoopdFixture *f, gconstpointer data) {
 static void test_example_godbus(LoopdFixture *f, gconstpointer data) {
         g_autofree char *go = g_find_program_in_path("go");
         g_autofree char *dir = NULL, *main_go = NULL, *go_mod = NULL, *binary = NULL, *cache = NULL;
+        g_autofree char *main_go_to = NULL, *go_mod_to = NULL;
         g_autofree char *out = NULL, *err = NULL;
         int status;
 
@@ -135,8 +136,10 @@ static void test_example_godbus(LoopdFixture *f, gconstpointer data) {
         g_assert_cmpint(g_mkdir_with_parents(dir, 0755), ==, 0);
         main_go = copy_example(f, "go/main.go");
         go_mod = copy_example(f, "go/go.mod");
-        g_assert_cmpint(rename(main_go, g_build_filename(dir, "main.go", NULL)), ==, 0);
-        g_assert_cmpint(rename(go_mod, g_build_filename(dir, "go.mod", NULL)), ==, 0);
+        main_go_to = g_build_filename(dir, "main.go", NULL);
+        go_mod_to = g_build_filename(dir, "go.mod", NULL);
+        g_assert_cmpint(rename(main_go, main_go_to), ==, 0);
+        g_assert_cmpint(rename(go_mod, go_mod_to), ==, 0);
         cache = g_build_filename(f->tmpdir, "go-cache", NULL);
         binary = g_build_filename(f->tmpdir, "loopd-example", NULL);
         {
