@@ -397,23 +397,25 @@ static int on_properties_changed(sd_bus_message *m, void *userdata, sd_bus_error
 static int cmd_watch(sd_bus *bus, const char *obj) {
         int r;
 
-        r = sd_bus_match_signal(bus, NULL, LOOPD_BUS_NAME, obj, "org.freedesktop.DBus.Properties",
+        r = sd_bus_match_signal(bus, NULL, NULL, obj, "org.freedesktop.DBus.Properties",
                                 "PropertiesChanged", on_properties_changed, NULL);
         if (r < 0)
                 local_error("adding the match: %s", strerror(-r));
         printf("ready\n");
         fflush(stdout);
         for (;;) {
-                struct pollfd p[2] = {
-                        { .fd = sd_bus_get_fd(bus), .events = (short) sd_bus_get_events(bus) },
-                        { .fd = STDIN_FILENO, .events = POLLIN },
-                };
                 char buf[64];
 
                 while ((r = sd_bus_process(bus, NULL)) > 0)
                         ;
                 if (r < 0)
                         local_error("bus: %s", strerror(-r));
+                /* What to wait for is known only once everything queued
+                 * was processed. */
+                struct pollfd p[2] = {
+                        { .fd = sd_bus_get_fd(bus), .events = (short) sd_bus_get_events(bus) },
+                        { .fd = STDIN_FILENO, .events = POLLIN },
+                };
                 if (poll(p, 2, -1) < 0 && errno != EINTR)
                         local_error("poll: %s", strerror(errno));
                 if (p[1].revents && read(STDIN_FILENO, buf, sizeof buf) <= 0)
