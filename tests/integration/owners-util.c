@@ -230,6 +230,30 @@ void node_strip_named_users(const char *dev) {
         }
 }
 
+char *other_loopd_instances(pid_t ours) {
+        g_autoptr(GDir) proc = g_dir_open("/proc", 0, NULL);
+        GString *s = g_string_new(NULL);
+        const char *name;
+
+        while (proc && (name = g_dir_read_name(proc))) {
+                g_autofree char *comm_path = NULL, *comm = NULL, *cmd_path = NULL, *cmd = NULL;
+                gsize len = 0;
+
+                if (!g_ascii_isdigit(name[0]) || atoi(name) == (int) ours)
+                        continue;
+                comm_path = g_strdup_printf("/proc/%s/comm", name);
+                if (!g_file_get_contents(comm_path, &comm, NULL, NULL) || !g_str_equal(g_strchomp(comm), "loopd"))
+                        continue;
+                cmd_path = g_strdup_printf("/proc/%s/cmdline", name);
+                if (g_file_get_contents(cmd_path, &cmd, &len, NULL))
+                        for (gsize k = 0; k + 1 < len; k++)
+                                if (!cmd[k])
+                                        cmd[k] = ' ';
+                g_string_append_printf(s, " %s(%s)", name, cmd ? cmd : "?");
+        }
+        return g_string_free(s, FALSE);
+}
+
 /* ---- files -------------------------------------------------------------- */
 
 char *file_block_hash(const char *path) {

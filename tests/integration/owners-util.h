@@ -62,6 +62,12 @@ char *node_acl_text(const char *dev);
  * nothing of a test may outlive it. */
 void node_strip_named_users(const char *dev);
 
+/* Every loopd on the machine but @ours, as " PID(cmdline)", or "": each one
+ * strips, when it starts, node ACL entries no attachment of its own stands
+ * for, so a test judging node access on a shared machine names them when
+ * it fails. */
+char *other_loopd_instances(pid_t ours);
+
 /* ---- files -------------------------------------------------------------- */
 
 /* FNV-1a 64 of the first 4096 bytes of @path, as the probe prints it. */

@@ -107,9 +107,15 @@ static void stage(LoopdFixture *f, const char *label, const char *dev, const cha
         g_autofree char *acl = node_acl_text(dev), *mode = mode_text(dev);
 
         g_test_message("| %s | %s | %s | %s | %s | %s | %s |", label, o.rw, o.ro, x.rw, x.ro, acl, mode);
-        if (g_strcmp0(ot, owner) != 0 || g_strcmp0(xt, other) != 0)
-                g_error("%s, %s: the owner (uid %u) can %s (expected %s), uid %u can %s (expected %s); ACL %s, mode %s",
-                        label, dev, NOBODY, ot, owner, OTHER_UID, xt, other, acl, mode);
+        if (g_strcmp0(ot, owner) != 0 || g_strcmp0(xt, other) != 0) {
+                g_autofree char *others = other_loopd_instances(loopd_fixture_daemon_pid(f));
+                g_error("%s, %s: the owner (uid %u) can %s (expected %s), uid %u can %s (expected %s); ACL %s, mode %s"
+                        "%s%s",
+                        label, dev, NOBODY, ot, owner, OTHER_UID, xt, other, acl, mode,
+                        *others ? "; other loopd instances on this machine, each of which strips node ACLs it "
+                                  "does not stand for when it starts:" : "",
+                        others);
+        }
 }
 
 /* root attaches its own file to the very node the owner had: the owner
