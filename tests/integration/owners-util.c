@@ -347,6 +347,7 @@ struct Udevd {
         char *tag;         /* in the environment of it and of its workers */
         int tag_id;
         gboolean made_disk, made_block;
+        int disk_id, block_id; /* emergency registrations of those */
 };
 
 static const char *find_exe(const char *const *candidates) {
@@ -404,13 +405,16 @@ Udevd *udevd_start(LoopdFixture *f) {
                 return NULL;
         }
         u = g_new0(Udevd, 1);
-        u->tag_id = -1;
+        u->tag_id = u->disk_id = u->block_id = -1;
         if (control_answers("/run/udev/control")) {
                 g_test_message("a systemd-udevd runs already (/run/udev/control answers): using it");
                 return u;
         }
         u->made_disk = access("/dev/disk", F_OK) < 0;
         u->made_block = access("/dev/block", F_OK) < 0;
+        /* Its links go with it even if the test dies first. */
+        u->disk_id = u->made_disk ? emergency_add_path("/dev/disk") : -1;
+        u->block_id = u->made_block ? emergency_add_path("/dev/block") : -1;
         u->tag = g_strdup_printf("LOOPD_TEST_UDEVD=%s", f->tmpdir);
         u->tag_id = emergency_add_tagged(u->tag);
         g_assert_cmpint(u->tag_id, >=, 0);
@@ -502,6 +506,8 @@ void udevd_stop(Udevd *u) {
                 if (u->made_block)
                         (void) emergency_rm_rf("/dev/block");
         }
+        emergency_forget(u->disk_id);
+        emergency_forget(u->block_id);
         g_free(u->tag);
         g_free(u);
 }
