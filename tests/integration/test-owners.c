@@ -178,7 +178,7 @@ static gint64 now_us(void) {
 /* ---- the tests ------------------------------------------------------------ */
 
 static void test_rw_device_through_remove(LoopdFixture *f, gconstpointer data) {
-        g_autofree char *img = NULL, *seek_cmd = NULL;
+        g_autofree char *img = NULL;
         g_auto(Dev) d = { 0 };
         g_autoptr(Udevd) u = NULL;
 
@@ -467,11 +467,10 @@ static void test_autoclear_gets_no_access(LoopdFixture *f, gconstpointer data) {
  * what no attachment stands for at start, and gives it back once it holds
  * the device again. */
 static void test_restart_reconciles(LoopdFixture *f, gconstpointer data) {
-        g_autofree char *img = NULL, *img2 = NULL, *stray = NULL;
+        g_autofree char *img = NULL, *img2 = NULL;
         g_auto(Dev) d = { 0 };
         g_auto(Dev) d2 = { 0 };
         g_autoptr(Udevd) u = NULL;
-        guint32 free_number;
 
         LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
         u = udevd_start(f);
@@ -490,7 +489,6 @@ static void test_restart_reconciles(LoopdFixture *f, gconstpointer data) {
          * (as a loopd killed at the wrong moment would leave it). */
         losetup_detach(d2.path);
         g_assert_true(wait_attachment_gone(d2.number, d2.diskseq, 5));
-        free_number = d2.number;
         {
                 g_autofree char *spec = g_strdup_printf("u:%u:rw", NOBODY);
                 g_autofree char *out = NULL, *err = NULL;
@@ -508,7 +506,6 @@ static void test_restart_reconciles(LoopdFixture *f, gconstpointer data) {
                 g_error("%s: the owner's access did not come back after the restart", d.path);
         stage(f, "loopd restarted: the owner's device", d.path, RW, NONE);
         losetup_detach(d2.path);
-        (void) free_number;
         {
                 g_auto(LoopdRunResult) r = { 0 };
                 loopd_fixture_call_as(f, NOBODY, NOBODY, &r, "remove", d.path, NULL);

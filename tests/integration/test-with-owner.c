@@ -76,7 +76,6 @@ static void test_killed_loopctl_stops_the_owners_pipeline(LoopdFixture *f, gcons
         g_autoptr(LoopdCaller) c = NULL;
         g_autoptr(GArray) before = NULL;
         g_autoptr(GArray) after = NULL;
-        g_auto(GStrv) w = NULL;
         guint32 number;
         guint64 seq;
         gint64 deadline;
