@@ -19,13 +19,6 @@
 #include "loopctl-with.h"
 #include "util.h"
 
-static int64_t now_usec(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static void sleep_usec(int64_t usec) {
         struct timespec ts = { .tv_sec = usec / 1000000, .tv_nsec = (usec % 1000000) * 1000 };
 
@@ -130,7 +123,7 @@ static void reap_children(void) {
 /* SIGTERM to everything below us, SIGKILL to what is left after the grace
  * time, until nothing is. */
 static void stop_descendants(void) {
-        int64_t deadline = now_usec() + (int64_t) WITH_GRACE_SEC * 1000000;
+        uint64_t deadline = now_usec() + (uint64_t) WITH_GRACE_SEC * 1000000;
 
         reap_children();
         if (signal_descendants(SIGTERM) == 0)

@@ -14,7 +14,6 @@
 /* Properties are read again from sysfs when asked for: what changes without
  * a uevent (an unlinked backing file, direct I/O switched) is then true when
  * read. Within one call (GetAll, GetManagedObjects) a device is read once. */
-#define FRESH_USEC 0
 
 char *bus_device_path(const Device *d) {
         char *p;
@@ -52,7 +51,7 @@ static int device_find(sd_bus *bus, const char *path, const char *interface, voi
          * fill the signal in, and a re-read then could drop the very
          * Device being described. */
         if (!c->emitting)
-                d = devices_refresh(c->devices, d, FRESH_USEC);
+                d = devices_refresh(c->devices, d, now_usec() - c->dispatch_usec);
         if (!d)
                 return 0;
         *found = d;

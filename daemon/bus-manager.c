@@ -265,10 +265,34 @@ static int method_get_device(sd_bus_message *m, void *userdata, sd_bus_error *er
 
 /* ---- the backlog of unread replies ------------------------------------------------------ */
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
+/* GetManagedObjects describes every device, re-read from the kernel:
+ * its cost grows with the devices attached, and loopd answers the bus in
+ * arrival order. A uid gets listings_per_sec of them (root: no limit); the
+ * rest are refused at once, which costs no more than a Ping. Signals tell
+ * a client what changed: nobody needs to poll. */
+static int admit_listing(Context *c, sd_bus_message *m) {
+        uid_t uid;
+        pid_t pid;
+
+        if (!sd_bus_message_is_method_call(m, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects"))
+                return 0;
+        if (sender_cache_lookup(&c->senders, m, &uid, &pid) < 0 || uid == 0 ||
+            uid_budget_take(&c->listings, uid, now_usec()))
+                return 0;
+        if (now_usec() - c->listings_logged_usec > 10 * 1000000ULL) {
+                LogEntry e = LOG_ENTRY_INIT(LOG_WARNING, LOG_ID_LIMIT);
+                log_entry_add(&e, "LOOPD_UID", "%u", (unsigned) uid);
+                log_entry_add(&e, "LOOPD_PID", "%u", (unsigned) pid);
+                log_entry_add(&e, "LOOPD_REASON", "limits");
+                log_entry_send(&e, "uid %u asks GetManagedObjects more than %u times a second; refusing the rest",
+                               (unsigned) uid, c->limits.listings_per_sec);
+                c->listings_logged_usec = now_usec();
+        }
+        (void) sd_bus_reply_method_errorf(m, LOOPD_ERROR_LIMITS_EXCEEDED,
+                                          "uid %u asked GetManagedObjects more than %u times a second; follow "
+                                          "InterfacesAdded, InterfacesRemoved and PropertiesChanged instead.",
+                                          (unsigned) uid, c->limits.listings_per_sec);
+        return 1;
 }
 
 int bus_manager_admit(Context *c, sd_bus_message *m) {
@@ -276,6 +300,8 @@ int bus_manager_admit(Context *c, sd_bus_message *m) {
         uid_t uid;
         pid_t pid;
 
+        if (admit_listing(c, m) > 0)
+                return 1;
         /* loopd's own replies pile up in its write queue when the bus stops
          * taking them (it holds too much for their readers already). While
          * that lasts, each non-root uid gets a budget of requests; past it,

@@ -29,9 +29,10 @@ int bus_manager_register(Context *c);
 /* A request on the Device object d (bus-device.c's methods). */
 int bus_manager_device_request(Context *c, sd_bus_message *m, Device *d, RequestKind kind, sd_bus_error *error);
 
-/* For every incoming message, before dispatch: 1 when it must be dropped
- * unanswered because its sender's uid keeps asking while loopd's replies
- * queue up unread (the bus stopped taking them), 0 to dispatch it. */
+/* For every incoming message, before dispatch: 1 when it is handled here,
+ * either refused at once (a uid's GetManagedObjects past its rate) or
+ * dropped unanswered because its sender's uid keeps asking while loopd's
+ * replies queue up unread (the bus stopped taking them); 0 to dispatch it. */
 int bus_manager_admit(Context *c, sd_bus_message *m);
 
 /* At exit: cancels requests in flight (no reply); those the kernel is

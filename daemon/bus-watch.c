@@ -31,7 +31,7 @@ void bus_watch_caller_gone(Context *c, const char *name) {
                 log_entry_send(&e, "%s was bound to %s, which left the bus: removing it", d->info.path, name);
                 what = strdup(d->info.path);
                 /* Deferred is fine too: the kernel drops it at the last close. */
-                r = devices_remove(c->devices, d, 0, on_removed, what);
+                r = devices_remove_left_behind(c->devices, d, on_removed, what);
                 if (r < 0) {
                         log_error_errno(r, "Cannot remove %s, whose caller is gone", d->info.path);
                         free(what);

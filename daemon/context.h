@@ -16,6 +16,7 @@
 #include "jobs.h"
 #include "path-opener.h"
 #include "polkit.h"
+#include "uid-budget.h"
 #include "uid-count.h"
 #include "uevent.h"
 
@@ -29,10 +30,13 @@ typedef struct Limits {
         unsigned helpers_total;
         unsigned polkit_in_flight;    /* questions out to polkit at once */
         unsigned kernel_threads;      /* worker threads for ordinary kernel jobs */
-        unsigned kernel_per_uid;      /* kernel jobs of one non-root uid, stuck ones included */
+        unsigned kernel_per_uid;      /* kernel jobs of one non-root uid running at once, stuck
+                                       * ones included; its others wait for them */
         unsigned backlog_per_uid;     /* requests served to one non-root uid while loopd's
                                        * replies are not being read */
         unsigned backlog_messages;    /* what "not being read" means: messages queued out */
+        unsigned listings_per_sec;    /* GetManagedObjects of one non-root uid a second, */
+        unsigned listings_burst;      /* and at once */
 } Limits;
 
 typedef struct Context {
@@ -62,6 +66,8 @@ typedef struct Context {
 
         /* Requests served to each uid while loopd's replies queue up unread. */
         UidCounts backlog;
+        UidBudget listings; /* GetManagedObjects per non-root uid */
+        uint64_t listings_logged_usec;
         uint64_t backlog_logged_usec;
 
         /* bind-to-caller: one match for every caller's NameOwnerChanged. */
@@ -70,6 +76,8 @@ typedef struct Context {
         sd_event_source *idle_timer, *status_update, *trim_timer;
         bool exiting;
         bool emitting; /* bus-device.c sends a signal: objects are not re-read meanwhile */
+        uint64_t dispatch_usec; /* when the message being served came in: a device read since
+                                 * then is fresh for it (GetManagedObjects reads each once) */
 } Context;
 
 /* main.c: STATUS= and the idle timer follow the device counts. */

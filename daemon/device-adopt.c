@@ -88,7 +88,8 @@ static void background_done(void *data, JobResult result) {
                         (void) device_guard(j->ds, d, TAKE_PTR(j->ld));
                         return;
                 }
-                devices_release(j->ds, j->ds->jobs, j->number, j->diskseq, TAKE_PTR(j->ld), -1, false);
+                devices_release(j->ds, j->ds->jobs, d ? d->owner : DEVICES_JOB_OWNER, j->number, j->diskseq, TAKE_PTR(j->ld),
+                                -1, false);
                 return;
         }
         if (j->r < 0)

@@ -220,7 +220,8 @@ static void create_free(CreateJob *j) {
 /* Nobody waits for what the job made (or its record cannot be written):
  * take it back. */
 static void create_undo(CreateJob *j) {
-        devices_release(j->ds, j->ds->jobs, j->info.number, j->info.diskseq, TAKE_PTR(j->keeper), TAKE_FD(j->fd), true);
+        devices_release(j->ds, j->ds->jobs, j->owner, j->info.number, j->info.diskseq, TAKE_PTR(j->keeper),
+                        TAKE_FD(j->fd), true);
 }
 
 static void create_done(void *data, JobResult result) {

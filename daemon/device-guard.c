@@ -10,6 +10,7 @@
 
 #include "devices-internal.h"
 #include "escape.h"
+#include "fd-store.h"
 #include "log.h"
 #include "node-access.h"
 
@@ -40,6 +41,7 @@ int device_guard(Devices *ds, Device *d, LoopDevice *keeper) {
 
         assert(!d->guarded && keeper);
         d->keeper = keeper;
+        fd_store_keep(d->number, d->diskseq, loop_device_fd(keeper));
         d->guarded = true;
         ds->n_guarded++;
         r = watch_node(ds, d);
@@ -67,6 +69,9 @@ LoopDevice *device_unguard(Devices *ds, Device *d) {
                 log_error_errno(r, "Cannot withdraw uid %u's access to /dev/loop%" PRIu32, (unsigned) d->owner,
                                 d->number);
         unwatch_node(ds, d);
+        /* The job that closes the keeper waits for systemd's copy to go
+         * (fd_store_sync()): its close may have to be the last. */
+        fd_store_forget(d->number, d->diskseq);
         d->guarded = false;
         ds->n_guarded--;
         devices_emit_counts(ds);
@@ -94,7 +99,7 @@ void device_guard_check(Devices *ds, Device *d) {
         keeper = device_unguard(ds, d);
         d->detach_pending = true;
         device_emit_changed(ds, d, DEVICE_CHANGED_STATE | DEVICE_CHANGED_INFO);
-        devices_release_keeper(ds, d->number, d->diskseq, keeper, false);
+        devices_release_keeper(ds, d->owner, d->number, d->diskseq, keeper, false);
 }
 
 int devices_on_node_closed(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
@@ -113,15 +118,20 @@ int devices_on_node_closed(sd_event_source *s, int fd, uint32_t revents, void *u
 }
 
 /* LOOP_CHANGE_FD (allowed on any fd of a read-only device, no capability
- * needed) swapped the backing file of a guarded device: the keeper proves
- * no detach happened, so the new diskseq is the same attachment with
- * another file behind it. What polkit approved was the old file: the
- * device keeps its owner and counts against its quota, but loopd
- * withdraws access and detaches it (at its last close). */
+ * needed) swapped the backing file of an owned device. For a guarded one
+ * the keeper proves no detach happened, so the new diskseq is the same
+ * attachment with another file behind it; an autoclear one has no keeper,
+ * and the shape of the change says it (see devices.c, sync_one()). What
+ * polkit approved was the old file: the device keeps its owner and counts
+ * against its quota, but loopd withdraws access and detaches it (at its
+ * last close). */
 void device_backing_changed(Devices *ds, Device *d, LoopInfo *info) {
         _cleanup_(freep) char *was = name_escape(d->info.backing_file), *now = name_escape(info->backing_file);
         LoopDevice *keeper = device_unguard(ds, d);
         uid_t owner = d->owner;
+
+        /* The keeper held it throughout: its detach is for the new diskseq. */
+        loop_device_follow_media_change(keeper, info->diskseq);
         _cleanup_(freep) char *binding = d->binding ? strdup(d->binding) : NULL;
         Device *nd;
         int r;
@@ -137,7 +147,7 @@ void device_backing_changed(Devices *ds, Device *d, LoopInfo *info) {
         device_drop(ds, d);
         r = device_add(ds, info, owner, binding, &nd);
         if (r < 0) {
-                devices_release_keeper(ds, info->number, info->diskseq, keeper, true);
+                devices_release_keeper(ds, owner, info->number, info->diskseq, keeper, true);
                 return;
         }
         OwnerRecord rec = { .number = nd->number, .diskseq = nd->diskseq, .uid = owner, .bound_to = binding };
@@ -148,7 +158,7 @@ void device_backing_changed(Devices *ds, Device *d, LoopInfo *info) {
         if (ds->ev.added)
                 ds->ev.added(nd, ds->userdata);
         devices_emit_counts(ds);
-        devices_release_keeper(ds, nd->number, nd->diskseq, keeper, true);
+        devices_release_keeper(ds, owner, nd->number, nd->diskseq, keeper, true);
 }
 
 

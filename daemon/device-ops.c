@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,7 @@
 
 #include "caps.h"
 #include "devices-internal.h"
+#include "fd-store.h"
 #include "log.h"
 #include "node-access.h"
 
@@ -32,7 +35,10 @@ static void release_run(void *data) {
         ReleaseJob *j = data;
 
         /* LOOP_CLR_FD first where asked, so that our close, if it is the
-         * last, clears it; a close may flush I/O to a hung file system. */
+         * last, clears it; a close may flush I/O to a hung file system. A
+         * keeper's copy in systemd's store goes before. */
+        if (j->ld)
+                fd_store_sync();
         if (j->detach && j->ld)
                 j->r = loop_device_detach(j->ld);
         else if (j->detach && j->fd >= 0 && ioctl(j->fd, LOOP_CLR_FD) < 0)
@@ -43,14 +49,41 @@ static void release_run(void *data) {
                 j->r = loop_attachment_bound(j->number, j->diskseq) ? LOOP_DETACH_DEFERRED : LOOP_DETACH_DONE;
 }
 
+static void *close_thread(void *data) {
+        ReleaseJob *j = data;
+
+        release_run(j);
+        free(j);
+        return NULL;
+}
+
+/* Like a stuck job's thread, one left behind at exit if the kernel keeps it. */
+static void close_detached(ReleaseJob *j) {
+        pthread_attr_t attr;
+        pthread_t t;
+        sigset_t all, old;
+        int r;
+
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        r = pthread_create(&t, &attr, close_thread, j);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        pthread_attr_destroy(&attr);
+        if (r != 0)
+                (void) close_thread(j);
+}
+
 static void release_done(void *data, JobResult result) {
         _cleanup_(freep) ReleaseJob *j = data;
         Device *d;
 
         if (result == JOB_CANCELLED) {
-                /* The pool is going: no thread to wait on, close here. */
-                safe_close(j->fd);
-                loop_device_free(j->ld);
+                /* The pool is going (loopd exits) and the job never ran:
+                 * the close may still hang on the owner's file system, so
+                 * not on the event loop, which has the exit to finish. */
+                close_detached(TAKE_PTR(j));
                 return;
         }
         if (!j->ds)
@@ -62,8 +95,8 @@ static void release_done(void *data, JobResult result) {
         }
 }
 
-void devices_release(Devices *ds, JobPool *jobs, uint32_t number, uint64_t diskseq, LoopDevice *ld, int fd,
-                    bool detach) {
+void devices_release(Devices *ds, JobPool *jobs, uid_t owner, uint32_t number, uint64_t diskseq, LoopDevice *ld,
+                     int fd, bool detach) {
         ReleaseJob *j;
         int r;
 
@@ -76,8 +109,9 @@ void devices_release(Devices *ds, JobPool *jobs, uint32_t number, uint64_t disks
                 return;
         }
         *j = (ReleaseJob) { ds, number, diskseq, ld, fd, detach, 0 };
-        /* Charged to root: it is loopd's own cleanup, never refused. */
-        r = job_submit(jobs, 0, 0, release_run, NULL, release_done, j);
+        /* The last close may hang on the owner's backing file: the owner's
+         * job, behind its others, never refused. */
+        r = job_submit_cleanup(jobs, owner, release_run, release_done, j);
         if (r < 0) {
                 log_error_errno(r, "Cannot queue the release of loop%" PRIu32 "; closing it on the event loop",
                                 number);
@@ -86,9 +120,10 @@ void devices_release(Devices *ds, JobPool *jobs, uint32_t number, uint64_t disks
         }
 }
 
-void devices_release_keeper(Devices *ds, uint32_t number, uint64_t diskseq, LoopDevice *keeper, bool detach) {
+void devices_release_keeper(Devices *ds, uid_t owner, uint32_t number, uint64_t diskseq, LoopDevice *keeper,
+                            bool detach) {
         /* While devices_free() runs, the job's result has nobody to update. */
-        devices_release(ds->freeing ? NULL : ds, ds->jobs, number, diskseq, keeper, -1, detach);
+        devices_release(ds->freeing ? NULL : ds, ds->jobs, owner, number, diskseq, keeper, -1, detach);
 }
 
 /* ---- remove, refresh, open ------------------------------------------------------------ */
@@ -112,7 +147,9 @@ static void op_run(void *data) {
         OpJob *j = data;
         int fd;
 
-        if (!j->ld) {
+        if (j->ld)
+                fd_store_sync(); /* a keeper: its copy in systemd's store goes first */
+        else {
                 j->r = loop_device_open_number(j->number, j->diskseq, j->kind == OP_OPEN ? j->flags : O_RDONLY,
                                                &j->ld);
                 if (j->r < 0)
@@ -175,7 +212,7 @@ static void op_done(void *data, JobResult result) {
         j->done(r, j->userdata);
 }
 
-static int op_submit(Devices *ds, Device *d, uid_t uid, OpKind kind, int flags, LoopDevice *ld,
+static int op_submit(Devices *ds, Device *d, uid_t uid, bool cleanup, OpKind kind, int flags, LoopDevice *ld,
                      devices_op_done_t done, void *userdata) {
         OpJob *j;
         int r;
@@ -185,13 +222,17 @@ static int op_submit(Devices *ds, Device *d, uid_t uid, OpKind kind, int flags, 
                 return -ENOMEM;
         *j = (OpJob) { .ds = ds, .kind = kind, .number = d->number, .diskseq = d->diskseq, .ld = ld,
                        .flags = flags, .done = done, .userdata = userdata };
-        r = job_submit(ds->jobs, uid, ds->kernel_timeout_usec, op_run, op_expired, op_done, j);
+        if (cleanup)
+                r = job_submit_cleanup(ds->jobs, uid, op_run, op_done, j);
+        else
+                r = job_submit(ds->jobs, uid, ds->kernel_timeout_usec, op_run, op_expired, op_done, j);
         if (r < 0)
                 free(j);
         return r;
 }
 
-int devices_remove(Devices *ds, Device *d, uid_t uid, devices_op_done_t done, void *userdata) {
+static int remove_device(Devices *ds, Device *d, uid_t uid, bool cleanup, devices_op_done_t done,
+                         void *userdata) {
         LoopDevice *keeper;
         int r;
 
@@ -200,7 +241,7 @@ int devices_remove(Devices *ds, Device *d, uid_t uid, devices_op_done_t done, vo
         /* Access goes first: from the detach on, the attachment may end at
          * any close, and the owner must not be able to open the node then. */
         keeper = device_unguard(ds, d);
-        r = op_submit(ds, d, uid, OP_REMOVE, 0, keeper, done, userdata);
+        r = op_submit(ds, d, uid, cleanup, OP_REMOVE, 0, keeper, done, userdata);
         if (r < 0) {
                 if (keeper)
                         (void) device_guard(ds, d, keeper);
@@ -210,13 +251,21 @@ int devices_remove(Devices *ds, Device *d, uid_t uid, devices_op_done_t done, vo
         return 0;
 }
 
+int devices_remove(Devices *ds, Device *d, uid_t uid, devices_op_done_t done, void *userdata) {
+        return remove_device(ds, d, uid, false, done, userdata);
+}
+
+int devices_remove_left_behind(Devices *ds, Device *d, devices_op_done_t done, void *userdata) {
+        return remove_device(ds, d, d->owner, true, done, userdata);
+}
+
 int devices_refresh_size(Devices *ds, Device *d, uid_t uid, devices_op_done_t done, void *userdata) {
-        return op_submit(ds, d, uid, OP_REFRESH, 0, NULL, done, userdata);
+        return op_submit(ds, d, uid, false, OP_REFRESH, 0, NULL, done, userdata);
 }
 
 int devices_open(Devices *ds, Device *d, uid_t uid, int flags, devices_op_done_t done, void *userdata) {
         if (d->info.flags & LO_FLAGS_READ_ONLY)
                 flags = O_RDONLY;
-        return op_submit(ds, d, uid, OP_OPEN, flags, NULL, done, userdata);
+        return op_submit(ds, d, uid, false, OP_OPEN, flags, NULL, done, userdata);
 }
 

@@ -61,6 +61,9 @@ int devices_create(Devices *ds, const DeviceCreate *c, devices_create_done_t don
  * `uid` is whom the job is charged to. */
 typedef void (*devices_op_done_t)(int r, void *userdata);
 int devices_remove(Devices *ds, Device *d, uid_t uid, devices_op_done_t done, void *userdata);
+/* The same for a device whose bound caller left: the owner's cleanup job
+ * (never refused, no deadline). */
+int devices_remove_left_behind(Devices *ds, Device *d, devices_op_done_t done, void *userdata);
 /* LOOP_SET_CAPACITY, then a re-read. */
 int devices_refresh_size(Devices *ds, Device *d, uid_t uid, devices_op_done_t done, void *userdata);
 /* An fd on d for a caller: flags O_RDONLY or O_RDWR (O_RDONLY forced for a

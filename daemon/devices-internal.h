@@ -107,17 +107,18 @@ int devices_on_node_closed(sd_event_source *s, int fd, uint32_t revents, void *u
 void device_backing_changed(Devices *ds, Device *d, LoopInfo *info);
 size_t devices_count_owned(Devices *ds, uid_t uid);
 
-/* device-ops.c: closes ld and fd on a job (charged to root, never
- * refused): a close may be the last one and flush I/O to a hung file
- * system. With detach, LOOP_CLR_FD first; a detach that is done drops the
+/* device-ops.c: closes ld and fd on a job (cleanup charged to `owner`,
+ * never refused, behind the owner's other jobs): a close may be the last
+ * one and flush I/O to a hung file system. With detach, LOOP_CLR_FD first; a detach that is done drops the
  * Device (ds NULL: at exit, nothing to update). */
-void devices_release(Devices *ds, JobPool *jobs, uint32_t number, uint64_t diskseq, LoopDevice *ld, int fd,
-                     bool detach);
+void devices_release(Devices *ds, JobPool *jobs, uid_t owner, uint32_t number, uint64_t diskseq, LoopDevice *ld,
+                     int fd, bool detach);
 
 /* device-ops.c, for devices.c: let go of a keeper (a job: its close may be
  * the last and flush I/O to a hung file system); with detach, LOOP_CLR_FD
  * first. The result updates the attachment if it is still the same. */
-void devices_release_keeper(Devices *ds, uint32_t number, uint64_t diskseq, LoopDevice *keeper, bool detach);
+void devices_release_keeper(Devices *ds, uid_t owner, uint32_t number, uint64_t diskseq, LoopDevice *keeper,
+                            bool detach);
 /* device-adopt.c: background jobs for devices found (at start, or made by
  * others): the backing identity of d (LOOP_GET_STATUS64), at most two at
  * once; an interrupted create's intent adopts the device it names. */

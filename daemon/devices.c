@@ -17,12 +17,6 @@
 #include "node-access.h"
 
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
-}
-
 /* ---- the table ------------------------------------------------------------ */
 
 static void device_free(Device *d) {
@@ -168,7 +162,7 @@ void device_drop(Devices *ds, Device *d) {
          * gone, which a keeper prevents: let go of it all the same. */
         keeper = device_unguard(ds, d);
         if (keeper)
-                devices_release_keeper(ds, d->number, d->diskseq, keeper, false);
+                devices_release_keeper(ds, d->owner, d->number, d->diskseq, keeper, false);
         if (d->owner != UID_INVALID) {
                 r = owner_store_delete(ds->store, d->number, d->diskseq);
                 if (r < 0)
@@ -218,13 +212,15 @@ bool devices_unclaim_node(Devices *ds, uint32_t number) {
 }
 
 /* Is a create configuring this node? Then what is found there waits. */
-static bool node_claimed_defer(Devices *ds, uint32_t number) {
+static bool node_claimed_defer(Devices *ds, uint32_t number, bool defer) {
         bool found = false;
 
         pthread_mutex_lock(&ds->claims_lock);
         for (size_t i = 0; i < ds->n_claims; i++)
                 if (ds->claims[i].number == number) {
-                        ds->claims[i].deferred = found = true;
+                        found = true;
+                        if (defer)
+                                ds->claims[i].deferred = true;
                         break;
                 }
         pthread_mutex_unlock(&ds->claims_lock);
@@ -281,6 +277,23 @@ static bool info_equal(const LoopInfo *a, const LoopInfo *b) {
                a->backing_deleted == b->backing_deleted && streq_ptr(a->backing_file, b->backing_file);
 }
 
+/* An owned autoclear device has no keeper to prove that a new diskseq is
+ * the same attachment after LOOP_CHANGE_FD rather than a detach and a new
+ * attachment by someone else. The shape tells: LOOP_CHANGE_FD works on
+ * read-only devices only and keeps flags (but direct I/O, re-decided for
+ * the new file), offset, size limit and block size; a new attachment made
+ * through loopd is claimed and never gets here; one made with the same
+ * read-only autoclear shape by root's losetup on the very node meanwhile is
+ * charged to the old owner until it goes, the safe mistake. */
+static bool swapped_in_place(const Device *d, const LoopInfo *now) {
+        const uint32_t keep = ~(uint32_t) LO_FLAGS_DIRECT_IO;
+
+        return d->owner != 0 && d->owner != UID_INVALID && (d->info.flags & LO_FLAGS_AUTOCLEAR) &&
+               (d->info.flags & LO_FLAGS_READ_ONLY) && (now->flags & keep) == (d->info.flags & keep) &&
+               now->offset == d->info.offset && now->size_limit == d->info.size_limit &&
+               now->block_size == d->info.block_size;
+}
+
 static void sync_one(Devices *ds, uint32_t number) {
         Device *d = devices_get(ds, number);
         LoopInfo info = { 0 };
@@ -300,7 +313,7 @@ static void sync_one(Devices *ds, uint32_t number) {
                 return;
         }
         if (d && d->diskseq != info.diskseq) {
-                if (d->guarded) {
+                if (d->guarded || (swapped_in_place(d, &info) && !node_claimed_defer(ds, number, false))) {
                         device_backing_changed(ds, d, &info);
                         loop_info_done(&info);
                         return;
@@ -308,7 +321,7 @@ static void sync_one(Devices *ds, uint32_t number) {
                 device_drop(ds, d);
                 d = NULL;
         }
-        if (!d && node_claimed_defer(ds, number)) {
+        if (!d && node_claimed_defer(ds, number, true)) {
                 /* A create's own attachment: its completion adds it. */
                 loop_info_done(&info);
                 return;
@@ -485,14 +498,49 @@ static int reconcile(Devices *ds) {
         return 0;
 }
 
+/* Keepers systemd held while loopd was gone: a device still attached under
+ * the same diskseq, owned and to be guarded, is guarded with its own again
+ * (a detach asked meanwhile left it autoclear: not to be guarded, let go,
+ * and the kernel ends it). Every other copy leaves the store. */
+static void take_back_keepers(Devices *ds, StoredKeeper *k, size_t n) {
+        size_t guarded = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                Device *d = devices_get_attachment(ds, k[i].number, k[i].diskseq);
+                LoopDevice *keeper = NULL;
+                int r;
+
+                r = loop_device_adopt_fd(TAKE_FD(k[i].fd), k[i].number, k[i].diskseq, &keeper);
+                if (r >= 0 && d && !d->guarded && !d->detach_pending && device_wants_guard(d->owner, d->info.flags)) {
+                        if (device_guard(ds, d, keeper) >= 0)
+                                guarded++;
+                        continue;
+                }
+                fd_store_forget(k[i].number, k[i].diskseq);
+                if (keeper)
+                        devices_release(ds, ds->jobs, d ? d->owner : DEVICES_JOB_OWNER, k[i].number, k[i].diskseq,
+                                        keeper, -1, false);
+        }
+        if (n > 0) {
+                LogEntry e = LOG_ENTRY_INIT(LOG_INFO, LOG_ID_RECONCILED);
+                log_entry_add(&e, "LOOPD_KEEPERS", "%zu", n);
+                log_entry_send(&e, "systemd kept %zu keepers while loopd was gone; %zu devices guarded with them "
+                               "again, the others let go", n, guarded);
+        }
+}
+
 int devices_new(sd_event *e, JobPool *jobs, const DevicesOptions *o, const DeviceEvents *ev, void *userdata,
                 Devices **ret) {
         _cleanup_(devices_freep) Devices *ds = NULL;
+        StoredKeeper *stored = o->stored;
+        size_t n_stored = o->n_stored;
         int r;
 
         ds = calloc(1, sizeof(*ds));
-        if (!ds)
+        if (!ds) {
+                stored_keepers_free(stored, n_stored);
                 return -ENOMEM;
+        }
         ds->event = sd_event_ref(e);
         ds->jobs = jobs;
         ds->control_fd = ds->inotify_fd = -1;
@@ -501,23 +549,29 @@ int devices_new(sd_event *e, JobPool *jobs, const DevicesOptions *o, const Devic
         ds->kernel_timeout_usec = o->kernel_timeout_usec;
         r = loop_control_open();
         if (r < 0)
-                return r;
+                goto fail;
         ds->control_fd = r;
         ds->inotify_fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-        if (ds->inotify_fd < 0)
-                return negative_errno();
+        if (ds->inotify_fd < 0) {
+                r = negative_errno();
+                goto fail;
+        }
         r = sd_event_add_io(e, &ds->inotify_source, ds->inotify_fd, EPOLLIN, devices_on_node_closed, ds);
         if (r < 0)
-                return r;
+                goto fail;
         r = owner_store_open(o->state_dir, &ds->store);
         if (r < 0)
-                return r;
+                goto fail;
         r = reconcile(ds);
         if (r < 0)
-                return r;
+                goto fail;
+        take_back_keepers(ds, stored, n_stored);
+        free(stored);
+        stored = NULL;
+        n_stored = 0;
         r = sd_event_add_time_relative(e, &ds->poll_timer, CLOCK_MONOTONIC, POLL_INTERVAL_USEC, 0, on_poll, ds);
         if (r < 0)
-                return r;
+                goto fail;
         (void) sd_event_source_set_enabled(ds->poll_timer, SD_EVENT_ON);
         /* Events only from now on: what we found is the initial state. */
         if (ev)
@@ -525,9 +579,12 @@ int devices_new(sd_event *e, JobPool *jobs, const DevicesOptions *o, const Devic
         ds->userdata = userdata;
         r = node_pool_new(ds->control_fd, o->min_spare_nodes, o->max_spare_nodes, &ds->pool);
         if (r < 0)
-                return r;
+                goto fail;
         *ret = TAKE_PTR(ds);
         return 0;
+fail:
+        stored_keepers_free(stored, n_stored);
+        return r;
 }
 
 /* Background work for d, unless under way: its identity, its keeper. A
@@ -560,7 +617,7 @@ void devices_shutdown(Devices *ds) {
                         continue;
                 keeper = device_unguard(ds, d);
                 if (keeper)
-                        devices_release_keeper(ds, d->number, d->diskseq, keeper, false);
+                        devices_release_keeper(ds, d->owner, d->number, d->diskseq, keeper, false);
         }
 }
 

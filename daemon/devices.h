@@ -35,6 +35,7 @@
 #include <sys/types.h>
 #include <systemd/sd-event.h>
 
+#include "fd-store.h"
 #include "jobs.h"
 #include "loop-device.h"
 #include "util.h"
@@ -83,12 +84,15 @@ typedef struct DevicesOptions {
         unsigned min_spare_nodes;
         unsigned max_spare_nodes;
         uint64_t kernel_timeout_usec; /* deadline of a kernel job a caller waits for */
+        StoredKeeper *stored;    /* keepers systemd kept for us (fd-store.h); taken */
+        size_t n_stored;
 } DevicesOptions;
 
 /* Opens /dev/loop-control and the state directory, reconciles the owner
  * records with the kernel (forgets records of devices gone, adopts devices
  * whose create was interrupted, strips node ACLs no attachment stands for),
- * starts the node pool. Reading backing identities of devices found at
+ * guards again the devices whose keepers systemd kept (o->stored, taken
+ * even on failure), starts the node pool. Reading backing identities of devices found at
  * start and taking their keepers happen later, on jobs
  * (devices_start_background()). No events for what is found at start. */
 int devices_new(sd_event *e, JobPool *jobs, const DevicesOptions *o, const DeviceEvents *ev, void *userdata,

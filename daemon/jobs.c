@@ -20,7 +20,9 @@ struct Job {
         void *data;
         sd_event_source *timer; /* event loop only */
         bool expired;           /* event loop only */
-        Job *next;              /* in a queue or the completed list (under the lock) */
+        bool skip;              /* under the lock: its deadline passed before a thread took it */
+        bool taken;             /* under the lock: a thread took it */
+        Job *next;              /* in a queue, the running or the completed list (under the lock) */
 };
 
 struct JobPool {
@@ -34,6 +36,7 @@ struct JobPool {
         pthread_cond_t cond, all_idle;
         Job *root_head, *root_tail; /* root's jobs first */
         Job *head, *tail;
+        Job *running;
         Job *completed;
         unsigned n_threads, n_idle, n_running_ordinary, n_running, n_queued;
         bool stopping;
@@ -56,8 +59,21 @@ unsigned job_pool_jobs(JobPool *p) {
         return p->n_jobs;
 }
 
-/* Under the lock: the next job this thread may take. Threads past
- * max_threads only take root's jobs. */
+/* Under the lock. */
+static unsigned owner_running(JobPool *p, uid_t owner) {
+        unsigned n = 0;
+
+        for (Job *j = p->running; j; j = j->next)
+                n += j->owner == owner;
+        return n;
+}
+
+/* Under the lock: the next job this thread may take. Root's first; then the
+ * oldest ordinary job whose owner has fewer than max_running_per_owner jobs
+ * on threads, while fewer than max_threads run ordinary jobs: the rest of a
+ * uid's jobs wait for its own threads to come back, and a uid whose jobs
+ * hang in the kernel holds only those. Threads past max_threads only take
+ * root's jobs. */
 static Job *take_job(JobPool *p) {
         Job *j = NULL;
 
@@ -67,15 +83,35 @@ static Job *take_job(JobPool *p) {
                 if (!p->root_head)
                         p->root_tail = NULL;
         } else if (p->head && p->n_running_ordinary < p->limits.max_threads) {
-                j = p->head;
-                p->head = j->next;
-                if (!p->head)
-                        p->tail = NULL;
-                p->n_running_ordinary++;
+                Job *prev = NULL;
+
+                for (j = p->head; j; prev = j, j = j->next)
+                        if (j->skip || owner_running(p, j->owner) < p->limits.max_running_per_owner)
+                                break;
+                if (!j)
+                        return NULL;
+                if (prev)
+                        prev->next = j->next;
+                else
+                        p->head = j->next;
+                if (p->tail == j)
+                        p->tail = prev;
+                if (!j->skip)
+                        p->n_running_ordinary++;
         }
         if (j) {
-                j->next = NULL;
                 p->n_queued--;
+                j->taken = true;
+                if (j->skip) {
+                        /* Nobody waits for it: straight to the event loop. */
+                        j->next = p->completed;
+                        p->completed = j;
+                        uint64_t one = 1;
+                        (void) !write(p->efd, &one, sizeof(one));
+                        return take_job(p);
+                }
+                j->next = p->running;
+                p->running = j;
                 p->n_running++;
         }
         return j;
@@ -108,6 +144,11 @@ static void *worker(void *arg) {
                 j->run(j->data);
 
                 pthread_mutex_lock(&p->lock);
+                for (Job **q = &p->running; *q; q = &(*q)->next)
+                        if (*q == j) {
+                                *q = j->next;
+                                break;
+                        }
                 j->next = p->completed;
                 p->completed = j;
                 p->n_running--;
@@ -168,7 +209,7 @@ static int on_completed(sd_event_source *s, int fd, uint32_t revents, void *user
         while (list) {
                 Job *j = list;
                 list = j->next;
-                finish(j, j->expired ? JOB_LATE : JOB_DONE);
+                finish(j, j->skip ? JOB_CANCELLED : j->expired ? JOB_LATE : JOB_DONE);
         }
         return 0;
 }
@@ -178,6 +219,14 @@ static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
 
         j->timer = sd_event_source_disable_unref(j->timer);
         j->expired = true;
+        /* Still waiting for a thread: it never runs (done() gets
+         * JOB_CANCELLED once a thread passes it by). */
+        pthread_mutex_lock(&j->pool->lock);
+        if (!j->taken) {
+                j->skip = true;
+                pthread_cond_signal(&j->pool->cond);
+        }
+        pthread_mutex_unlock(&j->pool->lock);
         if (j->expired_cb)
                 j->expired_cb(j->data);
         return 0;
@@ -188,7 +237,7 @@ int job_pool_new(sd_event *e, const JobPoolLimits *limits, JobPool **ret) {
         int r;
 
         assert(e && limits && ret);
-        assert(limits->max_threads > 0 && limits->max_per_owner > 0);
+        assert(limits->max_threads > 0 && limits->max_per_owner > 0 && limits->max_running_per_owner > 0);
         p = calloc(1, sizeof(*p));
         if (!p)
                 return -ENOMEM;
@@ -214,16 +263,17 @@ fail:
         return r;
 }
 
-int job_submit(JobPool *p, uid_t owner, uint64_t deadline_usec, job_run_t run, job_expired_t expired,
-               job_done_t done, void *data) {
+static int submit(JobPool *p, uid_t owner, bool cleanup, uint64_t deadline_usec, job_run_t run,
+                  job_expired_t expired, job_done_t done, void *data) {
         Job *j;
         int r;
 
         assert(p && run && done);
         assert(deadline_usec == 0 || expired);
-        if (owner != 0 && uid_counts_get(&p->owners, owner) >= p->limits.max_per_owner)
+        if (owner != 0 && !cleanup && uid_counts_get(&p->owners, owner) >= p->limits.max_per_owner)
                 return -EAGAIN;
-        if (p->n_jobs >= p->limits.max_queued + p->limits.max_threads + p->limits.reserve_threads && owner != 0)
+        if (p->n_jobs >= p->limits.max_queued + p->limits.max_threads + p->limits.reserve_threads && owner != 0 &&
+            !cleanup)
                 return -EAGAIN;
         j = calloc(1, sizeof(*j));
         if (!j)
@@ -268,6 +318,15 @@ int job_submit(JobPool *p, uid_t owner, uint64_t deadline_usec, job_run_t run, j
         pthread_cond_signal(&p->cond);
         pthread_mutex_unlock(&p->lock);
         return 0;
+}
+
+int job_submit(JobPool *p, uid_t owner, uint64_t deadline_usec, job_run_t run, job_expired_t expired,
+               job_done_t done, void *data) {
+        return submit(p, owner, false, deadline_usec, run, expired, done, data);
+}
+
+int job_submit_cleanup(JobPool *p, uid_t owner, job_run_t run, job_done_t done, void *data) {
+        return submit(p, owner, true, 0, run, NULL, done, data);
 }
 
 JobPool *job_pool_free(JobPool *p, uint64_t wait_usec) {

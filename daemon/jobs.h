@@ -10,12 +10,19 @@
  * Such work runs here, on a bounded set of threads, while the event loop
  * keeps serving everyone else.
  *
- * A job has an owner uid, and limits are per owner: a uid can occupy at
- * most `max_per_owner` threads and queue slots (root's jobs are not
- * limited per owner), ordinary jobs share `max_threads` threads, and root's
- * jobs may use `reserve_threads` more, so that jobs stuck on a hung file
- * system of some user never keep root waiting. A stuck job stays charged
- * to its owner until its thread really returns.
+ * A job has an owner uid, and limits are per owner: at most
+ * `max_running_per_owner` of a uid's jobs run at once, the others wait in
+ * the queue for one of them to return; a uid may have `max_per_owner` jobs
+ * queued and running (root's jobs are not limited per owner); ordinary
+ * jobs share `max_threads` threads, and root's jobs may use
+ * `reserve_threads` more. So jobs stuck on a hung file system of some user
+ * hold that user's few threads, never everyone's, and never keep root
+ * waiting. A stuck job stays charged to its owner until its thread really
+ * returns.
+ *
+ * Cleanup (closing a device's last fd flushes its dirty pages to the
+ * backing file, and may hang on it just the same) is charged to the
+ * device's owner like any of its jobs, and is never refused.
  *
  * Deadlines: a job may be given one. When it passes, `expired` runs on the
  * event loop (the caller is told it timed out) while the thread goes on;
@@ -39,6 +46,7 @@ typedef struct JobPool JobPool;
 typedef struct JobPoolLimits {
         unsigned max_threads;     /* threads for ordinary jobs */
         unsigned reserve_threads; /* further threads, for root's jobs only */
+        unsigned max_running_per_owner; /* jobs of one non-root uid on threads at once */
         unsigned max_per_owner;   /* running + queued jobs of one non-root uid */
         unsigned max_queued;      /* jobs waiting for a thread, all owners */
         unsigned warm_threads;    /* idle threads kept ready */
@@ -63,11 +71,15 @@ JobPool *job_pool_free(JobPool *p, uint64_t wait_usec);
 /*
  * Queues run(data) for a worker thread. deadline_usec: relative, 0 for
  * none; `expired` may be NULL without a deadline. done() is always called
- * exactly once, on the event loop. -EAGAIN when a limit refuses the job
- * (nothing is called then).
+ * exactly once, on the event loop: with JOB_CANCELLED also when the deadline
+ * passed before a thread took the job (it never runs then). -EAGAIN when a
+ * limit refuses the job (nothing is called then).
  */
 int job_submit(JobPool *p, uid_t owner, uint64_t deadline_usec, job_run_t run, job_expired_t expired,
                job_done_t done, void *data);
+/* The same, for undoing what the owner had: no limit refuses it (what it
+ * cleans up was bounded when it was made), no deadline. */
+int job_submit_cleanup(JobPool *p, uid_t owner, job_run_t run, job_done_t done, void *data);
 
 /* Jobs of `owner` queued or running (stuck ones included). */
 unsigned job_pool_owner_jobs(JobPool *p, uid_t owner);

@@ -219,6 +219,11 @@ uint64_t loop_device_diskseq(const LoopDevice *d) {
         return d->diskseq;
 }
 
+void loop_device_follow_media_change(LoopDevice *d, uint64_t diskseq) {
+        if (d)
+                d->diskseq = diskseq;
+}
+
 bool loop_device_dio_refused(const LoopDevice *d) {
         return d->dio_refused;
 }
@@ -464,21 +469,14 @@ int loop_device_open(const char *path, LoopDevice **ret) {
         return 0;
 }
 
-int loop_device_open_number(uint32_t number, uint64_t expect_diskseq, int flags, LoopDevice **ret) {
+/* fd must be a whole loop disk numbered `number`. Takes fd (closed on failure too). */
+static int loop_device_from_fd(int fd, uint32_t number, uint64_t expect_diskseq, LoopDevice **ret) {
         _cleanup_(loop_device_freep) LoopDevice *d = NULL;
-        _cleanup_(closep) int fd = -1;
-        char path[sizeof(DEV_LOOP_PREFIX) + 16];
+        _cleanup_(closep) int owned = fd;
         struct stat st;
         uint32_t n;
         int r;
 
-        if (!ret || number >= LOOP_NUMBER_MAX || (flags != O_RDONLY && flags != O_RDWR))
-                return -EINVAL;
-
-        (void) snprintf(path, sizeof(path), DEV_LOOP_PREFIX "%" PRIu32, number);
-        fd = open(path, flags | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
-        if (fd < 0)
-                return negative_errno();
         if (fstat(fd, &st) < 0)
                 return negative_errno();
         if (!S_ISBLK(st.st_mode))
@@ -492,11 +490,33 @@ int loop_device_open_number(uint32_t number, uint64_t expect_diskseq, int flags,
         r = loop_device_new_known(fd, number, st.st_rdev, loop_fd_diskseq(fd, number), &d);
         if (r < 0)
                 return r;
-        TAKE_FD(fd);
+        TAKE_FD(owned);
         if (expect_diskseq != 0 && d->diskseq != expect_diskseq)
                 return -ESTALE;
         *ret = TAKE_PTR(d);
         return 0;
+}
+
+int loop_device_adopt_fd(int fd, uint32_t number, uint64_t diskseq, LoopDevice **ret) {
+        if (fd < 0 || !ret || number >= LOOP_NUMBER_MAX || diskseq == 0) {
+                safe_close(fd);
+                return -EINVAL;
+        }
+        return loop_device_from_fd(fd, number, diskseq, ret);
+}
+
+int loop_device_open_number(uint32_t number, uint64_t expect_diskseq, int flags, LoopDevice **ret) {
+        char path[sizeof(DEV_LOOP_PREFIX) + 16];
+        int fd;
+
+        if (!ret || number >= LOOP_NUMBER_MAX || (flags != O_RDONLY && flags != O_RDWR))
+                return -EINVAL;
+
+        (void) snprintf(path, sizeof(path), DEV_LOOP_PREFIX "%" PRIu32, number);
+        fd = open(path, flags | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
+        if (fd < 0)
+                return negative_errno();
+        return loop_device_from_fd(fd, number, expect_diskseq, ret);
 }
 
 /* -ESTALE when the node no longer holds the attachment d was made for. */

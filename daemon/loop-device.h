@@ -131,6 +131,11 @@ int loop_device_open(const char *path, LoopDevice **ret);
  * -EINVAL. -ENOENT if there is no such node. */
 int loop_device_open_number(uint32_t number, uint64_t expect_diskseq, int flags, LoopDevice **ret);
 
+/* An fd on /dev/loop<number> held elsewhere (systemd's fd store) taken
+ * back: -ENOTBLK unless it is that whole loop disk, -ESTALE unless it holds
+ * the attachment `diskseq` now. Takes fd, closing it on failure. */
+int loop_device_adopt_fd(int fd, uint32_t number, uint64_t diskseq, LoopDevice **ret);
+
 LoopDevice *loop_device_free(LoopDevice *d); /* closes, never detaches; NULL ok */
 DEFINE_POINTER_CLEANUP(LoopDevice, loop_device_free)
 
@@ -138,6 +143,11 @@ uint32_t loop_device_number(const LoopDevice *d);
 int loop_device_fd(const LoopDevice *d);
 dev_t loop_device_devnum(const LoopDevice *d); /* st_rdev of the node, R1 */
 uint64_t loop_device_diskseq(const LoopDevice *d);
+/* LOOP_CHANGE_FD gives an attachment a new diskseq (the kernel reports a
+ * media change) without a detach. The holder of d, which kept the device
+ * open all along and so knows no detach happened, makes d follow it:
+ * reopen and detach then act on the attachment under its new diskseq. */
+void loop_device_follow_media_change(LoopDevice *d, uint64_t diskseq);
 bool loop_device_dio_refused(const LoopDevice *d);
 
 /* A new, non-exclusive fd on the same node, O_RDONLY when the device is

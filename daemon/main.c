@@ -20,6 +20,7 @@
 #include "bus-watch.h"
 #include "caps.h"
 #include "errors.h"
+#include "fd-store.h"
 #include "log.h"
 
 /* Parsed command-line options: the only globals. */
@@ -29,6 +30,7 @@ static uint64_t arg_path_open_timeout_usec = 10ULL * 1000000ULL;
 static uint64_t arg_kernel_timeout_usec = 20ULL * 1000000ULL;
 static unsigned arg_min_spare = 2, arg_max_spare = 8;
 static const char *arg_state_dir = NULL;
+static bool arg_fd_store = false;
 /* Every bound, named in loopd(8), "LIMITS". */
 static Limits arg_limits = {
         .quota = 64,
@@ -41,6 +43,8 @@ static Limits arg_limits = {
         .kernel_per_uid = 4,
         .backlog_per_uid = 16,
         .backlog_messages = 256,
+        .listings_per_sec = 10,
+        .listings_burst = 20,
 };
 
 static void help(void) {
@@ -56,7 +60,8 @@ static void help(void) {
                "     --open-timeout=SEC   How long CreateFromPath may take to open a file (default 10)\n"
                "     --kernel-timeout=SEC How long a caller waits for the kernel (default 20)\n"
                "     --spare-nodes=MIN:MAX Free loop nodes to keep ready (default 2:8)\n"
-               "     --log-level=LEVEL    debug, info, notice, warning, err... (default info)\n");
+               "     --log-level=LEVEL    debug, info, notice, warning, err... (default info)\n"
+               "     --fd-store           Keep keepers in systemd's fd store as well (loopd.service)\n");
 }
 
 static int parse_uint(const char *s, unsigned long long max, unsigned long long *ret) {
@@ -75,7 +80,7 @@ static int parse_uint(const char *s, unsigned long long max, unsigned long long 
 
 static int parse_argv(int argc, char *argv[]) {
         enum { ARG_VERSION = 0x100, ARG_STATE_DIR, ARG_QUOTA, ARG_IDLE, ARG_POLKIT, ARG_OPEN, ARG_KERNEL, ARG_SPARE,
-               ARG_LOG_LEVEL };
+               ARG_LOG_LEVEL, ARG_FD_STORE };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
@@ -87,6 +92,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "kernel-timeout", required_argument, NULL, ARG_KERNEL },
                 { "spare-nodes", required_argument, NULL, ARG_SPARE },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+                { "fd-store", no_argument, NULL, ARG_FD_STORE },
                 { 0 }
         };
         unsigned long long v, w;
@@ -152,6 +158,9 @@ static int parse_argv(int argc, char *argv[]) {
                                 return -EINVAL;
                         }
                         log_set_max_level(r);
+                        break;
+                case ARG_FD_STORE:
+                        arg_fd_store = true;
                         break;
                 default:
                         return -EINVAL;
@@ -254,6 +263,7 @@ static int on_message(sd_bus_message *m, void *userdata, sd_bus_error *ret_error
         Context *c = userdata;
 
         idle_rearm(c);
+        c->dispatch_usec = now_usec();
         return bus_manager_admit(c, m); /* 1: handled (dropped), 0: dispatch it */
 }
 
@@ -306,6 +316,7 @@ static int setup(Context *c) {
         int r;
 
         c->limits = arg_limits;
+        c->listings = (UidBudget) { .rate = c->limits.listings_per_sec, .burst = c->limits.listings_burst };
         c->idle_timeout_usec = arg_idle_timeout_usec;
         c->polkit_timeout_usec = arg_polkit_timeout_usec;
         c->path_open_timeout_usec = arg_path_open_timeout_usec;
@@ -351,7 +362,9 @@ static int setup(Context *c) {
                          &(JobPoolLimits) {
                                  .max_threads = c->limits.kernel_threads,
                                  .reserve_threads = 4,
-                                 .max_per_owner = c->limits.kernel_per_uid,
+                                 .max_running_per_owner = c->limits.kernel_per_uid,
+                                 /* Each request has one job at a time. */
+                                 .max_per_owner = c->limits.pending_per_uid,
                                  .max_queued = c->limits.pending_total,
                                  .warm_threads = 2,
                          },
@@ -369,6 +382,12 @@ static int setup(Context *c) {
                 log_error_errno(r, "Cannot listen to kernel uevents");
                 return r;
         }
+        StoredKeeper *stored = NULL;
+        size_t n_stored = 0;
+        fd_store_enable(arg_fd_store);
+        r = fd_store_take(&stored, &n_stored);
+        if (r < 0)
+                return r;
         r = devices_new(c->event, c->jobs,
                         &(DevicesOptions) {
                                 .state_dir = c->state_dir,
@@ -376,6 +395,8 @@ static int setup(Context *c) {
                                 .min_spare_nodes = arg_min_spare,
                                 .max_spare_nodes = arg_max_spare,
                                 .kernel_timeout_usec = c->kernel_timeout_usec,
+                                .stored = stored,
+                                .n_stored = n_stored,
                         },
                         &bus_device_events, c, &c->devices);
         if (r < 0) {
@@ -442,6 +463,7 @@ static void teardown(Context *c) {
         sd_event_unref(c->event);
         uid_counts_clear(&c->operations_per_uid);
         uid_counts_clear(&c->backlog);
+        uid_budget_clear(&c->listings);
         free(c->state_dir);
 }
 

@@ -36,12 +36,6 @@ struct Polkit {
         UidQueue *ring; /* the uid served next */
 };
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
-}
-
 unsigned polkit_in_flight(Polkit *pk) {
         return pk->in_flight;
 }

@@ -54,12 +54,13 @@
 #define MID_STATE_DIR "a4addda69422414e970111dc423748ed"
 #define MID_STOPPED "638444580a7b4dd39ebe44f9807e0621"
 #define MID_SIGNAL "4334bb19a69942849fdffc8edfae7647"
+#define MID_RECONCILED "9d8faf37166241b280df533f5bcafad4"
 static const char *const known_message_ids[] = {
         MID_CREATED, MID_REMOVED,
         "3473025c2d46404b989b874b9073eff0", /* resized */
         MID_REFUSED,
         "45f3f3b996be4475b6edc1d15f5646f6", /* caller gone */
-        "9d8faf37166241b280df533f5bcafad4", /* reconciled at start */
+        MID_RECONCILED,
         MID_STATE_DIR,
         "5b17690fd54d409c93e3acafaf108ad3", /* opened */
         "cb84f172f4ac41b7ae324d04b4116423", /* backing file changed */
@@ -420,6 +421,8 @@ static void test_container_users_and_images(void) {
                 "img /srv/" USER "/bound-dies.img " USER ": 0644\n"
                 "img /srv/" USER "/bound-lives.img " USER ": 0644\n"
                 "img /var/tmp/resize-user.img " USER ": 0644\n"
+                "img /srv/" USER "/crash.img " USER ": 0644\n"
+                "img /srv/lpimages/next.img root: 0644\n"
                 /* The backing-file devices: root's and the user's, from /srv, /home/u, /var/tmp. */
                 "img /srv/bf-root.img root: 0644\n"
                 "img /home/" USER "/bf-root.img root: 0644\n"
@@ -1555,7 +1558,7 @@ static gboolean idle_drop_in(gboolean on) {
         if (on)
                 ct(&r, NULL,
                    "mkdir -p /etc/systemd/system/loopd.service.d\n"
-                   "printf '[Service]\\nExecStart=\\nExecStart=%s --idle-timeout=3\\n' "
+                   "printf '[Service]\\nExecStart=\\nExecStart=%s --fd-store --idle-timeout=3\\n' "
                    ">/etc/systemd/system/loopd.service.d/50-idle.conf\n"
                    "systemctl daemon-reload\n",
                    S.loopd_path);
@@ -1649,7 +1652,7 @@ static void test_backing_file_after_idle_exit(void) {
 }
 
 /* kill -9 of loopd's main process; systemd's Restart= brings it back. */
-static gboolean crash_loopd(const char *between_script) {
+static gboolean crash_loopd(const char *between_script, GHashTable **ret) {
         g_auto(Run) r = { 0 };
         g_autoptr(GHashTable) h = NULL;
 
@@ -1673,6 +1676,8 @@ static gboolean crash_loopd(const char *between_script) {
                      r.err, kv(h, "error"));
                 return FALSE;
         }
+        if (ret)
+                *ret = g_steal_pointer(&h);
         return TRUE;
 }
 
@@ -1696,7 +1701,8 @@ static void test_bind_to_caller_across_crash(void) {
         }
         g_test_message("bound to " USER "'s callers: %s (will die while loopd is down), %s (stays)", dies, lives);
         /* The caller dies while no loopd watches the bus. */
-        if (crash_loopd("sleep 0.2; p=$(cat /tmp/lp-dies.pid); kill -9 $p $(pgrep -P $p); rm -f /tmp/lp-dies.pid")) {
+        if (crash_loopd("sleep 0.2; p=$(cat /tmp/lp-dies.pid); kill -9 $p $(pgrep -P $p); rm -f /tmp/lp-dies.pid",
+                        NULL)) {
                 ct(&r, NULL,
                    "wait_detached /srv/" USER "/bound-dies.img && echo dies=gone || echo dies=$(attached /srv/" USER "/bound-dies.img)\n"
                    "echo lives=$(attached /srv/" USER "/bound-lives.img)\n"
@@ -1720,8 +1726,84 @@ static void test_bind_to_caller_across_crash(void) {
 static void test_backing_file_after_crash(void) {
         if (!installed() || !loopd_up())
                 return;
-        if (crash_loopd(NULL))
+        if (crash_loopd(NULL, NULL))
                 check_bf_devices("after kill -9 of loopd and Restart=", TRUE, TRUE);
+}
+
+/*
+ * While loopd is down after a crash, the nodes of users' devices still
+ * carry their owners' ACLs. Root detaches such a device then and attaches
+ * a file of its own: the node must not be reused for it (else the old
+ * owner reads root's file), which holds because systemd keeps a copy of
+ * loopd's keeper in its fd store. The restarted loopd takes the copy back,
+ * sees the detach asked meanwhile, withdraws the access and lets go: the
+ * device goes, and the owner can no longer open the node.
+ */
+static void test_crash_keeps_users_node_from_reuse(void) {
+        g_auto(Run) r = { 0 }, a = { 0 };
+        g_autoptr(GHashTable) h = NULL, between = NULL, after = NULL;
+        g_autofree char *dev = NULL, *script = NULL, *cursor = NULL;
+
+        if (!installed() || !loopd_up())
+                return;
+        ct(&r, USER,
+           "dev=$(loopctl create /srv/" USER "/crash.img) || exit 1; echo dev=$dev\n"
+           "dd if=$dev of=/dev/null bs=512 count=1 2>/dev/null && echo open=yes || echo open=no\n");
+        h = kv_parse(r.out);
+        if (r.status != 0 || !is_loop_device(kv(h, "dev"))) {
+                fail("expected `loopctl create /srv/" USER "/crash.img` as " USER " to give a device; exit %d: %s%s",
+                     r.status, r.out, r.err);
+                return;
+        }
+        dev = g_strdup(kv(h, "dev"));
+        if (strcmp(kv(h, "open"), "yes") != 0)
+                fail("expected " USER " to open its own %s before the crash; it could not", dev);
+        cursor = journal_cursor();
+        script = g_strdup_printf(
+                "losetup -d %s\n"
+                "[ -e /sys/block/%s/loop/backing_file ] && echo held=yes || echo held=no\n"
+                "n=$(losetup -f --show /srv/lpimages/next.img); echo next=$n\n"
+                "runuser -u " USER " -- dd if=$n of=/dev/null bs=512 count=1 2>/dev/null && echo next_open=yes "
+                "|| echo next_open=no\n"
+                "losetup -d $n\n",
+                dev, dev + strlen("/dev/"));
+        if (!crash_loopd(script, &between))
+                return;
+        g_test_message("while loopd was down: root's losetup -d %s left it attached: %s; root's next device %s, which "
+                       USER " could open: %s", dev, kv(between, "held"), kv(between, "next"), kv(between, "next_open"));
+        if (strcmp(kv(between, "held"), "yes") != 0)
+                fail("expected %s to stay attached after root's losetup -d while loopd was down (systemd holds "
+                     "loopd's keeper); it was detached at once", dev);
+        if (strcmp(kv(between, "next"), dev) == 0 || strcmp(kv(between, "next_open"), "no") != 0)
+                fail("expected root's next attachment not on %s and closed to " USER "; it went to %s, and " USER
+                     " could open it: %s", dev, kv(between, "next"), kv(between, "next_open"));
+
+        ct(&a, USER,
+           "for _ in $(seq 50); do [ -e /sys/block/%s/loop/backing_file ] || break; sleep 0.1; done\n"
+           "[ -e /sys/block/%s/loop/backing_file ] && echo gone=no || echo gone=yes\n"
+           "dd if=%s of=/dev/null bs=512 count=1 2>/dev/null && echo open=yes || echo open=no\n",
+           dev + strlen("/dev/"), dev + strlen("/dev/"), dev);
+        after = kv_parse(a.out);
+        if (strcmp(kv(after, "gone"), "yes") != 0)
+                fail("expected the restarted loopd to let %s go (its detach was asked while loopd was down) within 5 s; "
+                     "it is still attached", dev);
+        if (strcmp(kv(after, "open"), "no") != 0)
+                fail("expected " USER "'s access to %s withdrawn by the restarted loopd; " USER " can still open it", dev);
+        {
+                g_autofree char *text = NULL;
+                /* journald may lag under load. */
+                for (int i = 0; i < 50; i++) {
+                        g_free(text);
+                        text = journal_since(cursor);
+                        if (strstr(text, "systemd kept"))
+                                break;
+                        g_usleep(200 * 1000);
+                }
+                if (!strstr(text, "systemd kept"))
+                        fail("expected the restarted loopd to log the keepers systemd kept for it; it logged:\n%s", text);
+                else
+                        g_test_message("the restarted loopd took its keepers back from systemd's fd store");
+        }
 }
 
 /* ---- systemd-analyze -------------------------------------------------------------------- */
@@ -1981,6 +2063,8 @@ int main(int argc, char **argv) {
         g_test_add_func("/system/lifecycle/bind-to-caller-dead-callers-device-removed-across-a-crash",
                         test_bind_to_caller_across_crash);
         g_test_add_func("/system/lifecycle/backing-file-same-after-kill-9-and-restart", test_backing_file_after_crash);
+        g_test_add_func("/system/lifecycle/kill-9-a-users-node-is-not-reused-while-loopd-is-down",
+                        test_crash_keeps_users_node_from_reuse);
         g_test_add_func("/system/lifecycle/idle-waits-while-users-devices-are-guarded", test_idle_keeps_guarded_devices);
         g_test_add_func("/system/lifecycle/idle-exit-reactivation-and-backing-file",
                         test_backing_file_after_idle_exit);

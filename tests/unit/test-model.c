@@ -19,6 +19,7 @@
 
 #include "escape.h"
 #include "jobs.h"
+#include "uid-budget.h"
 #include "node-access.h"
 
 /* ---- escaping -------------------------------------------------------------- */
@@ -100,6 +101,29 @@ static void test_escape_exhaustive_short(void) {
         g_test_message("%u strings escaped and decoded back", count);
 }
 
+/* ---- per-uid rates ------------------------------------------------------------ */
+
+/* A burst at once, then the rate; each uid its own; a uid whose bucket is
+ * full again is forgotten. */
+static void test_uid_budget(void) {
+        UidBudget b = { .rate = 10, .burst = 3 };
+        uint64_t t = 1000000;
+
+        for (int i = 0; i < 3; i++)
+                g_assert_true(uid_budget_take(&b, 1000, t));
+        g_assert_false(uid_budget_take(&b, 1000, t));
+        for (int i = 0; i < 3; i++)
+                g_assert_true(uid_budget_take(&b, 1001, t)); /* another uid */
+        g_assert_false(uid_budget_take(&b, 1000, t + 99 * 1000));
+        g_assert_true(uid_budget_take(&b, 1000, t + 100 * 1000)); /* 1/10 s: one more */
+        g_assert_false(uid_budget_take(&b, 1000, t + 100 * 1000));
+        g_assert_cmpuint(b.n, ==, 2);
+        /* Much later both are full: asking for one forgets the other. */
+        g_assert_true(uid_budget_take(&b, 1000, t + 10 * 1000000ULL));
+        g_assert_cmpuint(b.n, ==, 1);
+        uid_budget_clear(&b);
+}
+
 /* ---- the job pool ------------------------------------------------------------ */
 
 typedef struct JobTest {
@@ -170,17 +194,22 @@ static void release_all(JobTest *t) {
         g_mutex_unlock(&t->lock);
 }
 
-static void job_test_init(JobTest *t, unsigned threads, unsigned per_owner) {
+static void job_test_init_full(JobTest *t, unsigned threads, unsigned running_per_owner, unsigned per_owner) {
         memset(t, 0, sizeof(*t));
         g_mutex_init(&t->lock);
         g_cond_init(&t->cond);
         g_assert_cmpint(sd_event_new(&t->e), >=, 0);
         g_assert_cmpint(job_pool_new(t->e,
                                      &(JobPoolLimits) { .max_threads = threads, .reserve_threads = 1,
+                                                        .max_running_per_owner = running_per_owner,
                                                         .max_per_owner = per_owner, .max_queued = 8,
                                                         .warm_threads = 1 },
                                      &t->pool),
                         ==, 0);
+}
+
+static void job_test_init(JobTest *t, unsigned threads, unsigned per_owner) {
+        job_test_init_full(t, threads, per_owner, per_owner);
 }
 
 static void job_test_done(JobTest *t) {
@@ -225,6 +254,43 @@ static void test_jobs_limit_per_owner_and_serve_root(void) {
         for (int i = 0; i < 5000 && job_pool_jobs(t.pool) > 0; i++)
                 g_assert_cmpint(sd_event_run(t.e, 1000), >=, 0);
         g_assert_cmpuint(t.done, ==, 4);
+        job_test_done(&t);
+}
+
+/* A uid's jobs past its running limit wait for its own threads, not
+ * refused, and do not hold the threads other uids need; cleanup is never
+ * refused; a queued job whose deadline passes never runs. */
+static void test_jobs_queue_behind_own_threads(void) {
+        JobTest t;
+
+        job_test_init_full(&t, 4, 2, 6);
+        g_assert_cmpint(job_submit(t.pool, 1000, 0, run_blocking, NULL, on_done, &t), ==, 0);
+        g_assert_cmpint(job_submit(t.pool, 1000, 0, run_blocking, NULL, on_done, &t), ==, 0);
+        wait_blocked(&t, 2);
+        /* Queued behind uid 1000's two stuck jobs. */
+        g_assert_cmpint(job_submit(t.pool, 1000, 0, run_quick, NULL, on_done, &t), ==, 0);
+        g_assert_cmpint(job_submit(t.pool, 1000, 30 * 1000, run_quick, on_expired, on_done, &t), ==, 0);
+        /* Another uid runs at once on the threads left. */
+        g_assert_cmpint(job_submit(t.pool, 1001, 0, run_quick, NULL, on_done, &t), ==, 0);
+        for (int i = 0; i < 2000 && (t.done < 1 || t.expired < 1); i++)
+                g_assert_cmpint(sd_event_run(t.e, 1000), >=, 0);
+        g_assert_cmpuint(t.done, ==, 1);
+        g_assert_cmpuint(t.expired, ==, 1);
+        g_assert_cmpuint(atomic_load(&t.ran), ==, 1);
+        /* The limit on queued and running jobs refuses requests, not cleanup. */
+        g_assert_cmpint(job_submit(t.pool, 1000, 0, run_quick, NULL, on_done, &t), ==, 0);
+        g_assert_cmpint(job_submit(t.pool, 1000, 0, run_quick, NULL, on_done, &t), ==, 0);
+        g_assert_cmpint(job_submit(t.pool, 1000, 0, run_quick, NULL, on_done, &t), ==, -EAGAIN);
+        for (int i = 0; i < 10; i++)
+                g_assert_cmpint(job_submit_cleanup(t.pool, 1000, run_quick, on_done, &t), ==, 0);
+        g_assert_cmpuint(job_pool_owner_jobs(t.pool, 1000), ==, 16);
+        release_all(&t);
+        for (int i = 0; i < 5000 && job_pool_jobs(t.pool) > 0; i++)
+                g_assert_cmpint(sd_event_run(t.e, 1000), >=, 0);
+        /* 2 stuck, 3 queued, 10 cleanup, uid 1001's; the expired one did not. */
+        g_assert_cmpuint(atomic_load(&t.ran), ==, 16);
+        g_assert_cmpuint(t.cancelled, ==, 1);
+        g_assert_cmpuint(t.done, ==, 16);
         job_test_done(&t);
 }
 
@@ -299,8 +365,10 @@ int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/escape/table", test_escape_table);
         g_test_add_func("/escape/exhaustive-short-strings", test_escape_exhaustive_short);
+        g_test_add_func("/uid-budget/burst-then-rate", test_uid_budget);
         g_test_add_func("/jobs/run-and-report-on-the-loop", test_jobs_run_and_report_on_the_loop);
         g_test_add_func("/jobs/limit-per-owner-and-serve-root", test_jobs_limit_per_owner_and_serve_root);
+        g_test_add_func("/jobs/queue-behind-own-threads", test_jobs_queue_behind_own_threads);
         g_test_add_func("/jobs/deadline-then-late", test_jobs_deadline_then_late);
         g_test_add_func("/node-access/grant-and-withdraw", test_node_access_grant_and_withdraw);
         return g_test_run();
