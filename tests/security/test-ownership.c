@@ -38,6 +38,13 @@ static const LoopdFixtureOptions nobody_may_create_quota_2 = {
         .daemon_args = quota_2,
 };
 
+static const LoopdFixtureOptions nobody_may_create_quota_1 = {
+        .start_polkit = TRUE,
+        .polkit_rules = LOOPD_RULE_ALLOW("nobody", LOOPD_ACTION_CREATE),
+        .start_daemon = TRUE,
+        .daemon_args = quota_1,
+};
+
 /* The daemon is started by the test, with its log in a file. */
 static const LoopdFixtureOptions nobody_may_create = {
         .start_polkit = TRUE,
@@ -223,12 +230,122 @@ static void test_change_fd_keeps_owner_and_withdraws_access(LoopdFixture *f, gco
         g_assert_true(wait_device_gone(f, d.device, 10));
 }
 
+/* The other half of the swap: loopd said it detaches the device; at the
+ * owner's last close the kernel must really let it go, and the quota slot
+ * with it. */
+static void test_change_fd_device_goes_at_last_close(LoopdFixture *f, gconstpointer data) {
+        g_autoptr(HostileCaller) nobody = NULL;
+        g_autofree char *approved = NULL, *other = NULL, *answer = NULL;
+        g_auto(HostileDevice) d = { 0 };
+        gint64 t0;
+
+        LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
+        approved = loopd_fixture_make_image(f, "approved.img", 1 << 20, NOBODY, NOBODY, 0600);
+        other = loopd_fixture_make_image(f, "other.img", 1 << 20, NOBODY, NOBODY, 0600);
+        nobody = hostile_spawn(f, NOBODY, NOBODY, NULL, 20);
+
+        answer = hostile_cmd(nobody, 30, "create %s ro read-only=b:true", approved);
+        hostile_parse_device(answer, &d);
+        g_free(answer);
+        answer = hostile_cmd(nobody, 10, "change-fd %u %s", d.slot, other);
+        g_assert_cmpstr(answer, ==, "ok");
+        t0 = g_get_monotonic_time();
+        for (;;) {
+                g_autoptr(GVariant) pending = hostile_device_property(f, d.device, "DetachPending");
+                if (pending && g_variant_get_boolean(pending))
+                        break;
+                g_assert_cmpint(g_get_monotonic_time() - t0, <, 12 * G_USEC_PER_SEC * loopd_test_timeout_scale());
+                g_usleep(100000);
+        }
+
+        g_free(answer);
+        answer = hostile_cmd(nobody, 10, "close %u", d.slot);
+        g_assert_cmpstr(answer, ==, "ok");
+        if (!wait_device_gone(f, d.device, 10))
+                g_error("%s, whose backing file nobody swapped, is still attached 10 s after nobody's last close, "
+                        "although loopd shows it DetachPending", d.device);
+        g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
+
+        /* And the quota slot is free again. */
+        g_free(answer);
+        answer = hostile_cmd(nobody, 30, "create %s ro read-only=b:true", approved);
+        g_assert_null(hostile_error_name(answer));
+}
+
+/* The same swap on an autoclear device. loopd holds no keeper on those
+ * (the kernel ends them at the owner's last close, which loopd cannot
+ * precede), so nothing proves to it that the new diskseq is the same
+ * attachment. Whoever loopd then says owns it, the device lives on in its
+ * owner's hands and must count against the owner's quota until the kernel
+ * lets it go, or LOOP_CHANGE_FD is a way around the quota: one device after
+ * another, each swapped and kept. */
+static void test_change_fd_on_autoclear_device_still_counts(LoopdFixture *f, gconstpointer data) {
+        g_autoptr(HostileCaller) nobody = NULL;
+        g_autofree char *approved = NULL, *other = NULL, *answer = NULL;
+        g_auto(HostileDevice) d = { 0 };
+        guint extra = 0;
+
+        LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
+        approved = loopd_fixture_make_image(f, "approved.img", 1 << 20, NOBODY, NOBODY, 0600);
+        other = loopd_fixture_make_image(f, "other.img", 1 << 20, NOBODY, NOBODY, 0600);
+        nobody = hostile_spawn(f, NOBODY, NOBODY, NULL, 20);
+
+        answer = hostile_cmd(nobody, 30, "create %s ro read-only=b:true autoclear=b:true", approved);
+        hostile_parse_device(answer, &d);
+        g_assert_cmpuint(property_owner(f, d.device), ==, NOBODY);
+        g_free(answer);
+        answer = hostile_cmd(nobody, 10, "change-fd %u %s", d.slot, other);
+        g_assert_cmpstr(answer, ==, "ok");
+
+        /* Whatever loopd makes of it, within its poll interval... */
+        g_usleep((gulong) (6 * G_USEC_PER_SEC * loopd_test_timeout_scale()));
+        {
+                g_autoptr(GVariant) owner = hostile_device_property(f, d.device, "OwnerUID");
+                g_assert_nonnull(owner);
+                if (g_variant_get_uint32(owner) != NOBODY)
+                        g_test_message("after LOOP_CHANGE_FD on autoclear %s: OwnerUID %u", d.device,
+                                       g_variant_get_uint32(owner));
+        }
+        /* ...nobody gets no more devices than its quota of 1. */
+        for (guint i = 0; i < 5; i++) {
+                g_autofree char *a = hostile_cmd(nobody, 30, "create %s ro read-only=b:true autoclear=b:true", approved);
+                g_auto(HostileDevice) e = { 0 };
+                g_autofree char *r = NULL;
+
+                if (hostile_error_name(a))
+                        break;
+                hostile_parse_device(a, &e);
+                r = hostile_cmd(nobody, 10, "change-fd %u %s", e.slot, other);
+                extra++;
+                g_usleep((gulong) (200000 * loopd_test_timeout_scale()));
+        }
+        if (extra > 0)
+                g_error("nobody holds %u devices under --quota=1, each made autoclear and swapped with "
+                        "LOOP_CHANGE_FD (loopd forgot their owner)",
+                        extra + 1);
+
+        /* The slot comes back when the kernel lets the device go. */
+        g_free(answer);
+        answer = hostile_cmd(nobody, 10, "close %u", d.slot);
+        g_assert_cmpstr(answer, ==, "ok");
+        g_assert_true(wait_device_gone(f, d.device, 10));
+        g_free(answer);
+        answer = hostile_cmd(nobody, 30, "create %s ro read-only=b:true autoclear=b:true", approved);
+        if (hostile_error_name(answer))
+                g_error("nobody's quota slot did not come back after its swapped device went: %s", answer);
+}
+
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add("/security/ownership/deferred-remove-still-counts", LoopdFixture, &nobody_may_create_quota_2,
                    loopd_fixture_setup, test_deferred_remove_still_counts, loopd_fixture_teardown);
         g_test_add("/security/ownership/change-fd-keeps-owner-and-withdraws-access", LoopdFixture,
                    &nobody_may_create, loopd_fixture_setup, test_change_fd_keeps_owner_and_withdraws_access,
+                   loopd_fixture_teardown);
+        g_test_add("/security/ownership/change-fd-device-goes-at-last-close", LoopdFixture, &nobody_may_create_quota_1,
+                   loopd_fixture_setup, test_change_fd_device_goes_at_last_close, loopd_fixture_teardown);
+        g_test_add("/security/ownership/change-fd-on-autoclear-device-still-counts", LoopdFixture,
+                   &nobody_may_create_quota_1, loopd_fixture_setup, test_change_fd_on_autoclear_device_still_counts,
                    loopd_fixture_teardown);
         return g_test_run();
 }
