@@ -112,6 +112,11 @@ char *hostile_cmd(HostileCaller *h, double wait_sec, const char *fmt, ...) {
 }
 
 HostileCaller *hostile_spawn(LoopdFixture *f, uid_t uid, gid_t gid, const char *groups, double timeout_sec) {
+        return hostile_spawn_wrapped(f, uid, gid, groups, NULL, timeout_sec);
+}
+
+HostileCaller *hostile_spawn_wrapped(LoopdFixture *f, uid_t uid, gid_t gid, const char *groups,
+                                     const char *const *wrapper, double timeout_sec) {
         g_autoptr(GPtrArray) a = g_ptr_array_new_with_free_func(g_free);
         g_autoptr(GError) error = NULL;
         g_auto(GStrv) env = fixture_base_env(f);
@@ -124,6 +129,8 @@ HostileCaller *hostile_spawn(LoopdFixture *f, uid_t uid, gid_t gid, const char *
         g_ptr_array_add(a, groups ? g_strconcat("--groups=", groups, NULL) : g_strdup("--clear-groups"));
         g_ptr_array_add(a, g_strdup("--pdeathsig=KILL"));
         g_ptr_array_add(a, g_strdup("--"));
+        for (; wrapper && *wrapper; wrapper++)
+                g_ptr_array_add(a, g_strdup(*wrapper));
         g_ptr_array_add(a, g_strdup(hostile_binary()));
         if (timeout_sec > 0)
                 g_ptr_array_add(a, g_strdup_printf("--timeout=%g", timeout_sec));

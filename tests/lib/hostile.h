@@ -33,6 +33,11 @@ typedef struct HostileCaller HostileCaller;
  * its own calls (0: its default, 60 s). Free it before the fixture's
  * teardown (g_autoptr in the test function does). */
 HostileCaller *hostile_spawn(LoopdFixture *f, uid_t uid, gid_t gid, const char *groups, double timeout_sec);
+/* The same, run through @wrapper (NULL-terminated argv, e.g. unshare and a
+ * shell that execs "$0" "$@") after the uid change: the caller's binary and
+ * its arguments are appended. */
+HostileCaller *hostile_spawn_wrapped(LoopdFixture *f, uid_t uid, gid_t gid, const char *groups,
+                                     const char *const *wrapper, double timeout_sec);
 /* Sends one command line and returns its one-line answer (free it); fails
  * the test when none comes within @wait_sec (scaled). */
 char *hostile_cmd(HostileCaller *h, double wait_sec, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
