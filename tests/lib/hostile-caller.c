@@ -28,6 +28,9 @@
  *   send-create-from-path PATH [OPT...]                         ok ID
  *   await ID SEC                  the reply of a send-*: as create, or
  *                                 "error local timeout" after SEC seconds
+ *   arrival ID                    ok N USEC: the reply of send-* ID was the
+ *                                 Nth of all replies to arrive (0: none yet),
+ *                                 when CLOCK_MONOTONIC said USEC
  *   remove DEV | refresh DEV      Manager.Remove / RefreshSize: ok
  *   get OBJ PROPERTY              Device property (basic type): ok VALUE
  *   change-fd SLOT PATH           LOOP_CHANGE_FD on the slot's device fd to
@@ -78,11 +81,13 @@ static unsigned n_files;
 
 typedef struct Pending {
         sd_bus_slot *slot;
-        sd_bus_message *reply; /* set once answered */
+        char *answer;          /* set once answered; the device fd is in a slot then */
+        unsigned arrival;      /* 1 for the first reply to arrive, ... */
+        uint64_t arrival_usec; /* CLOCK_MONOTONIC */
         bool used;
 } Pending;
 static Pending pending[MAX_PENDING];
-static unsigned n_pending;
+static unsigned n_pending, n_arrived;
 
 static sd_bus *buses[MAX_BUSES]; /* [n_buses - 1] is the current one */
 static unsigned n_buses;
@@ -210,31 +215,40 @@ static int build_create(sd_bus_message **ret, bool from_path, char **words, int 
         return 0;
 }
 
-/* "ok SLOT OBJ DEV" from a Create reply; keeps the device fd. */
-static void take_create_reply(sd_bus_message *reply) {
+/* "ok SLOT OBJ DEV" from a Create reply, keeping the device fd in a slot;
+ * or the error. Returned, not printed (free it). */
+static char *create_answer(sd_bus_message *reply) {
         const sd_bus_error *e = sd_bus_message_get_error(reply);
         const char *obj, *dev;
+        char *answer = NULL;
         int fd, r;
 
         if (e) {
-                say_bus_error(e, -EIO);
-                return;
+                if (asprintf(&answer, "error %s %s", e->name, e->message ? e->message : "") < 0)
+                        return NULL;
+                for (char *c = answer; *c; c++)
+                        if (*c == '\n')
+                                *c = ' ';
+                return answer;
         }
         r = sd_bus_message_read(reply, "osh", &obj, &dev, &fd);
-        if (r < 0) {
-                say_errno(-r, "reading the reply");
-                return;
+        if (r < 0)
+                r = asprintf(&answer, "error errno %s reading the reply", strerrorname_np(-r));
+        else if (n_slots >= MAX_SLOTS)
+                r = asprintf(&answer, "error errno EMFILE slots");
+        else if ((slots[n_slots] = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0)
+                r = asprintf(&answer, "error errno %s dup", strerrorname_np(errno));
+        else {
+                r = asprintf(&answer, "ok %u %s %s", n_slots, obj, dev);
+                n_slots++;
         }
-        if (n_slots >= MAX_SLOTS) {
-                say_errno(EMFILE, "slots");
-                return;
-        }
-        slots[n_slots] = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-        if (slots[n_slots] < 0) {
-                say_errno(errno, "dup");
-                return;
-        }
-        say("ok %u %s %s", n_slots++, obj, dev);
+        return r < 0 ? NULL : answer;
+}
+
+static void take_create_reply(sd_bus_message *reply) {
+        char *a = create_answer(reply);
+        say("%s", a ? a : "error errno ENOMEM");
+        free(a);
 }
 
 static void cmd_create(bool from_path, char **words, int n) {
@@ -258,10 +272,22 @@ static void cmd_create(bool from_path, char **words, int n) {
         sd_bus_message_unref(reply);
 }
 
+static uint64_t now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
+}
+
 static int on_async_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         Pending *p = userdata;
 
-        p->reply = sd_bus_message_ref(m);
+        /* The answer now, and the message (with its copy of the device
+         * fd) dropped: a device must live no longer than its slot. */
+        p->answer = create_answer(m);
+        if (!p->answer)
+                p->answer = strdup("error errno ENOMEM");
+        p->arrival = ++n_arrived;
+        p->arrival_usec = now_usec();
         p->slot = sd_bus_slot_unref(p->slot);
         return 0;
 }
@@ -299,11 +325,6 @@ static void cmd_send_create(bool from_path, char **words, int n) {
         say("ok %u", n_pending++);
 }
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
-}
 
 static void cmd_await(unsigned id, double sec) {
         uint64_t deadline = now_usec() + (uint64_t) (sec * 1e6);
@@ -314,7 +335,7 @@ static void cmd_await(unsigned id, double sec) {
                 return;
         }
         p = &pending[id];
-        while (!p->reply) {
+        while (!p->answer) {
                 uint64_t now = now_usec();
                 int r;
 
@@ -326,7 +347,7 @@ static void cmd_await(unsigned id, double sec) {
                 for (unsigned b = 0; b < n_buses; b++)
                         while ((r = sd_bus_process(buses[b], NULL)) > 0)
                                 ;
-                if (p->reply)
+                if (p->answer)
                         break;
                 r = sd_bus_wait(bus(), deadline - now < 50000 ? deadline - now : 50000);
                 if (r < 0 && r != -EINTR) {
@@ -334,7 +355,7 @@ static void cmd_await(unsigned id, double sec) {
                         return;
                 }
         }
-        take_create_reply(p->reply);
+        say("%s", p->answer);
 }
 
 static void cmd_simple(const char *method, const char *dev) {
@@ -442,7 +463,13 @@ static void dispatch(char **w, int n) {
                 cmd_send_create(true, w + 1, n - 1);
         else if (strcmp(c, "await") == 0 && n == 3)
                 cmd_await((unsigned) strtoul(w[1], NULL, 10), strtod(w[2], NULL));
-        else if (strcmp(c, "remove") == 0 && n == 2)
+        else if (strcmp(c, "arrival") == 0 && n == 2) {
+                unsigned id = (unsigned) strtoul(w[1], NULL, 10);
+                if (id >= n_pending)
+                        say_errno(EINVAL, "no such call");
+                else
+                        say("ok %u %" PRIu64, pending[id].arrival, pending[id].arrival_usec);
+        } else if (strcmp(c, "remove") == 0 && n == 2)
                 cmd_simple("Remove", w[1]);
         else if (strcmp(c, "refresh") == 0 && n == 2)
                 cmd_simple("RefreshSize", w[1]);
