@@ -19,6 +19,13 @@
  *       rules (the four are denied, the fifth gets its device), each uid's
  *       in the order it asked, and the fifth uid, which asked last, right
  *       after the 64 questions already out plus a turn of each slow uid.
+ *   /stress/polkit-fairness/allowed-burst-is-served
+ *       A burst of one uid's Creates, back to back, all allowed by polkit
+ *       (answering as they come, or all at once after a hang), no more
+ *       than the uid may have in flight: each must get its device, however
+ *       few kernel jobs a uid may have running at a time (the backing
+ *       checks before polkit and the creates after it are such jobs; past
+ *       the limit they must wait for a thread, not be refused).
  */
 
 #include <signal.h>
@@ -191,9 +198,70 @@ static void test_fifth_uid_served_behind_four_slow_ones(LoopdFixture *f, gconstp
         }
 }
 
+static void test_allowed_burst_is_served(LoopdFixture *f, gconstpointer data) {
+        const guint burst = PER_UID, rounds = 5;
+        g_autoptr(HostileCaller) games = NULL;
+        g_autofree char *img = NULL;
+        GString *refused = g_string_new(NULL);
+        guint n_refused = 0, id = 0, slot = 0;
+
+        LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
+        if (!loopd_fixture_start_daemon(f, long_polkit_timeout))
+                return;
+        img = loopd_fixture_make_image(f, "games.img", 1 << 20, FIFTH, FIFTH, 0600);
+        games = hostile_spawn(f, FIFTH, FIFTH, NULL, 90);
+
+        /* A burst is a matter of timing: five tries. */
+        for (guint round = 0; round < rounds; round++) {
+                guint first = id, ok = 0;
+
+                /* Back to back, as a client setting up many devices at once
+                 * would: the backing checks overlap, then polkit answers
+                 * them all (the first round as it goes, the next ones
+                 * after a hang, at once). */
+                if (round > 0)
+                        loopd_fixture_hang_polkit(f);
+                for (guint i = 0; i < burst; i++, id++)
+                        hostile_send(games, "send-create %s rw autoclear=b:true", img);
+                for (guint i = first; i < id; i++) {
+                        g_autofree char *s = hostile_read(games, 10);
+                        g_autofree char *want = g_strdup_printf("ok %u", i);
+                        g_assert_cmpstr(s, ==, want);
+                }
+                if (round > 0) {
+                        g_usleep(300 * 1000);
+                        loopd_fixture_resume_polkit(f);
+                }
+                for (guint i = first; i < id; i++) {
+                        g_autofree char *a = hostile_cmd(games, 60, "await %u 50", i);
+                        if (hostile_error_name(a)) {
+                                n_refused++;
+                                g_string_append_printf(refused, "\n  round %u, request %u: %s", round + 1, i - first,
+                                                       a);
+                        } else {
+                                g_autofree char *c = hostile_cmd(games, 10, "close %u", slot++);
+                                g_assert_cmpstr(c, ==, "ok");
+                                ok++;
+                        }
+                }
+                g_test_message("round %u: %u Creates of one uid back to back, all allowed by polkit: %u got a device",
+                               round + 1, burst, ok);
+                for (int k = 0; k < 100 && loopd_fixture_count_loops(f) > 0; k++)
+                        g_usleep(50 * 1000);
+                g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
+        }
+        if (n_refused > 0)
+                g_error("bursts of %u Creates of one uid (within its %d requests in flight), all allowed by polkit: "
+                        "%u were refused anyway:%s",
+                        burst, PER_UID, n_refused, refused->str);
+        g_string_free(refused, TRUE);
+}
+
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add("/stress/polkit-fairness/fifth-uid-served-behind-four-slow-ones", LoopdFixture, &opts,
                    loopd_fixture_setup, test_fifth_uid_served_behind_four_slow_ones, loopd_fixture_teardown);
+        g_test_add("/stress/polkit-fairness/allowed-burst-is-served", LoopdFixture, &opts, loopd_fixture_setup,
+                   test_allowed_burst_is_served, loopd_fixture_teardown);
         return g_test_run();
 }
