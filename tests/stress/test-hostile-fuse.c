@@ -39,6 +39,7 @@
 #define NOBODY 65534
 #define OTHER 1 /* daemon */
 #define HELPERS_PER_UID 4
+#define KERNEL_PER_UID 4 /* kernel jobs of one uid at a time */
 
 static const LoopdFuseFile fuse_files[] = { { "disk.img", 1 << 20, 0644 }, { NULL } };
 
@@ -84,7 +85,7 @@ static void assert_root_served(LoopdFixture *f, const char *image, const char *d
 
         root_latency_sample(f, image, 2, 5000, &lat);
         if (lat.failed > 0)
-                g_error("root got no answer within 5 s while %s", during);
+                g_error("root's calls failed (or got no answer within 5 s) while %s: see above", during);
         g_test_message("while %s, root waited at most: Ping %.1f ms, GetManagedObjects %.1f ms, Create+Remove "
                        "%.1f ms",
                        during, lat.ping_msec, lat.objects_msec, lat.create_msec);
@@ -364,11 +365,104 @@ static void test_hung_getattr_blocks_only_its_caller(LoopdFixture *f, gconstpoin
         }
 }
 
+/* ---- the last close of a device, stuck ------------------------------------------- */
+
+static guint threads_in_d(pid_t pid) {
+        g_autofree char *dir = g_strdup_printf("/proc/%d/task", (int) pid);
+        g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+        const char *t;
+        guint n = 0;
+
+        while (d && (t = g_dir_read_name(d)))
+                n += hostile_proc_state((pid_t) g_ascii_strtoll(t, NULL, 10)) == 'D';
+        return n;
+}
+
+/*
+ * The last close of a loop device writes its dirty pages back to the
+ * backing file first, and waits for it. loopd holds a keeper fd on each
+ * device a user made for itself, so the last close is often loopd's, on a
+ * job: when the owner asks for a detach through its own fd (LOOP_CLR_FD
+ * marks the device while loopd's keeper is open) and closes it, loopd lets
+ * go of its keeper. With the owner's FUSE server withholding WRITE, each
+ * such close hangs in the kernel; they once were charged to root, and 20
+ * of them held every thread of the pool, root's reserve included: root's
+ * Create timed out. They must hold only the owner's own threads.
+ */
+static void test_stuck_closes_hold_only_their_owners_threads(LoopdFixture *f, gconstpointer data) {
+        static const LoopdFuseFile big[] = { { "disk.img", 64 << 20, 0644 }, { NULL } };
+        static const char *const args[] = { "--kernel-timeout=3", NULL };
+        const guint devices = 24;
+        g_autoptr(HostileCaller) nobody = NULL, other = NULL;
+        g_autofree char *fuse_img = NULL, *other_img = NULL, *root_img = NULL, *a = NULL;
+        pid_t loopd;
+        guint stuck = 0;
+        gint64 t0;
+        LoopdFuse *fs;
+
+        LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
+        fs = loopd_fixture_mount_fuse(f, NOBODY, NOBODY, big);
+        if (!fs)
+                return;
+        if (!loopd_fixture_start_daemon(f, args))
+                return;
+        loopd = loopd_fixture_daemon_pid(f);
+        fuse_img = loopd_fuse_path(fs, "disk.img");
+        other_img = loopd_fixture_make_image(f, "other.img", 1 << 20, OTHER, OTHER, 0600);
+        root_img = loopd_fixture_make_image(f, "root.img", 1 << 20, 0, 0, 0600);
+        nobody = hostile_spawn(f, NOBODY, NOBODY, NULL, 30);
+        other = hostile_spawn(f, OTHER, OTHER, NULL, 30);
+
+        a = hostile_cmd(nobody, 10, "open %s rw", fuse_img);
+        g_assert_cmpstr(a, ==, "ok 0");
+        for (guint i = 0; i < devices; i++) {
+                g_autofree char *c = hostile_cmd(nobody, 30, "create @0 rw");
+                g_assert_true(g_str_has_prefix(c, "ok "));
+        }
+
+        /* Dirty pages on each, a detach asked through nobody's own fd, and
+         * its close: the keeper's close is the last, and it must write. */
+        loopd_fuse_hang(fs, LOOPD_FUSE_WRITE);
+        for (guint i = 0; i < devices; i++) {
+                g_autofree char *w = hostile_cmd(nobody, 10, "write %u 0 4096", i);
+                g_autofree char *x = hostile_cmd(nobody, 10, "clr-fd %u", i);
+                g_autofree char *c = hostile_cmd(nobody, 10, "close %u", i);
+                g_assert_cmpstr(w, ==, "ok 4096");
+                g_assert_cmpstr(x, ==, "ok");
+                g_assert_cmpstr(c, ==, "ok");
+        }
+        t0 = g_get_monotonic_time();
+        while (g_get_monotonic_time() - t0 < 3 * G_USEC_PER_SEC * loopd_test_timeout_scale()) {
+                stuck = MAX(stuck, threads_in_d(loopd));
+                g_usleep(100 * 1000);
+        }
+        g_test_message("%u of nobody's devices closed by loopd with WRITE withheld: %u loopd threads stuck", devices,
+                       stuck);
+
+        /* Root and another uid still get their kernel work done. */
+        assert_root_served(f, root_img, "loopd's closes of nobody's devices hang");
+        assert_other_uid_served(f, other, other_img, FALSE);
+        stuck = MAX(stuck, threads_in_d(loopd));
+        g_test_message("bound: %d kernel jobs of a uid at a time, its cleanup included; figure: %u loopd threads "
+                       "stuck",
+                       KERNEL_PER_UID, stuck);
+        g_assert_cmpuint(stuck, <=, KERNEL_PER_UID);
+
+        /* The file system answers: every close ends, every device goes. */
+        loopd_fuse_resume(fs);
+        for (int i = 0; i < 100 && loopd_fixture_count_loops(f) > 0; i++)
+                g_usleep(100 * 1000);
+        g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
+        g_assert_cmpuint(threads_in_d(loopd), ==, 0);
+}
+
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add("/stress/hostile-fuse/stuck-path-helpers-stay-counted", LoopdFixture, &polkit_only,
                    loopd_fixture_setup, test_stuck_path_helpers_stay_counted, loopd_fixture_teardown);
         g_test_add("/stress/hostile-fuse/hung-getattr-blocks-only-its-caller", LoopdFixture, &polkit_only,
                    loopd_fixture_setup, test_hung_getattr_blocks_only_its_caller, loopd_fixture_teardown);
+        g_test_add("/stress/hostile-fuse/stuck-closes-hold-only-their-owners-threads", LoopdFixture, &polkit_only,
+                   loopd_fixture_setup, test_stuck_closes_hold_only_their_owners_threads, loopd_fixture_teardown);
         return g_test_run();
 }
