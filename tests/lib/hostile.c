@@ -133,7 +133,7 @@ HostileCaller *hostile_spawn_wrapped(LoopdFixture *f, uid_t uid, gid_t gid, cons
                 g_ptr_array_add(a, g_strdup(*wrapper));
         g_ptr_array_add(a, g_strdup(hostile_binary()));
         if (timeout_sec > 0)
-                g_ptr_array_add(a, g_strdup_printf("--timeout=%g", timeout_sec));
+                g_ptr_array_add(a, g_strdup_printf("--timeout=%g", HOSTILE_SCALED(timeout_sec)));
         g_ptr_array_add(a, NULL);
 
         h->f = f;
@@ -356,7 +356,8 @@ static double timed_call(LoopdFixture *f, const char *path, const char *iface, c
         gint64 t0 = g_get_monotonic_time();
 
         r = g_dbus_connection_call_sync(f->bus, LOOPD_BUS_NAME, path, iface, method, NULL, NULL,
-                                        G_DBUS_CALL_FLAGS_NO_AUTO_START, timeout_msec, NULL, error);
+                                        G_DBUS_CALL_FLAGS_NO_AUTO_START, (int) HOSTILE_SCALED(timeout_msec), NULL,
+                                        error);
         if (!r)
                 return -1;
         return (double) (g_get_monotonic_time() - t0) / 1000;
@@ -389,14 +390,15 @@ double root_create_remove_msec(LoopdFixture *f, const char *image, int timeout_m
         r = g_dbus_connection_call_with_unix_fd_list_sync(
                 f->bus, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "Create",
                 g_variant_new("(h@a{sv})", 0, g_variant_new_array(G_VARIANT_TYPE("{sv}"), NULL, 0)),
-                G_VARIANT_TYPE("(osh)"), G_DBUS_CALL_FLAGS_NO_AUTO_START, timeout_msec, fds, &out, NULL, error);
+                G_VARIANT_TYPE("(osh)"), G_DBUS_CALL_FLAGS_NO_AUTO_START, (int) HOSTILE_SCALED(timeout_msec), fds,
+                &out, NULL, error);
         if (!r)
                 return -1;
         g_variant_get(r, "(&o&sh)", NULL, &dev, NULL);
         g_clear_object(&out); /* our copy of the device fd: the Remove is then not deferred */
         r2 = g_dbus_connection_call_sync(f->bus, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, LOOPD_MANAGER_INTERFACE, "Remove",
                                          g_variant_new("(s)", dev), NULL, G_DBUS_CALL_FLAGS_NO_AUTO_START,
-                                         timeout_msec, NULL, error);
+                                         (int) HOSTILE_SCALED(timeout_msec), NULL, error);
         if (!r2)
                 return -1;
         return (double) (g_get_monotonic_time() - t0) / 1000;

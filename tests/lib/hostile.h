@@ -24,6 +24,11 @@
 
 G_BEGIN_DECLS
 
+/* A time or duration bound of a test, scaled by $LOOPD_TEST_TIMEOUT_SCALE
+ * (loopd under valgrind is that much slower). Every wait in this library
+ * is scaled already. */
+#define HOSTILE_SCALED(x) ((x) * loopd_test_timeout_scale())
+
 /* ---- a hostile caller ------------------------------------------------------ */
 
 typedef struct HostileCaller HostileCaller;
@@ -99,7 +104,8 @@ char *loopd_footprint_text(const LoopdFootprint *fp);
 /* ---- root's wait for an answer ---------------------------------------------------- */
 
 /* Milliseconds root waited for loopd's answer to Peer.Ping, or to
- * GetManagedObjects; -1 (and @error) when none came within @timeout_msec. */
+ * GetManagedObjects; -1 (and @error) when none came within @timeout_msec
+ * (scaled). */
 double root_ping_msec(LoopdFixture *f, int timeout_msec, GError **error);
 double root_managed_objects_msec(LoopdFixture *f, int timeout_msec, GError **error);
 /* Create of @image as root, then Remove of the device: the milliseconds of

@@ -89,8 +89,8 @@ static void assert_root_served(LoopdFixture *f, const char *image, const char *d
         g_test_message("while %s, root waited at most: Ping %.1f ms, GetManagedObjects %.1f ms, Create+Remove "
                        "%.1f ms",
                        during, lat.ping_msec, lat.objects_msec, lat.create_msec);
-        g_assert_cmpfloat(lat.ping_msec, <, 2000);
-        g_assert_cmpfloat(lat.create_msec, <, 2000);
+        g_assert_cmpfloat(lat.ping_msec, <, HOSTILE_SCALED(2000));
+        g_assert_cmpfloat(lat.create_msec, <, HOSTILE_SCALED(2000));
 }
 
 /* ---- stuck path helpers ---------------------------------------------------- */
@@ -262,7 +262,7 @@ static void hang_one(LoopdFixture *f, LoopdFuse *fs, HostileCaller *caller, Host
         if (!hostile_error_name(a))
                 g_error("%s: succeeded while GETATTR was withheld", what);
         g_assert_cmpstr(hostile_error_name(a), ==, LOOPD_DBUS_ERROR_TIMEOUT);
-        g_assert_cmpfloat(elapsed_sec(t0), <, 3 + 3);
+        g_assert_cmpfloat(elapsed_sec(t0), <, 3 + HOSTILE_SCALED(3));
         loopd_fuse_resume(fs);
 }
 
@@ -331,7 +331,7 @@ static void test_hung_getattr_blocks_only_its_caller(LoopdFixture *f, gconstpoin
         g_assert_true(loopd_fixture_start_daemon(f, args));
         g_test_message("with GETATTR withheld under %s and %s, loopd owned its name and was ready after %.0f ms",
                        losetup_dev, d.device, elapsed_sec(t0) * 1000);
-        g_assert_cmpfloat(elapsed_sec(t0), <, 5);
+        g_assert_cmpfloat(elapsed_sec(t0), <, HOSTILE_SCALED(5));
         assert_root_served(f, root_img, "a device found at start hangs in GETATTR");
         {
                 g_autoptr(GVariant) owner = hostile_device_property(f, d.device, "OwnerUID");

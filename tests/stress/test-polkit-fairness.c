@@ -101,7 +101,7 @@ static void test_fifth_uid_served_behind_four_slow_ones(LoopdFixture *f, gconstp
                         g_autofree char *want = g_strdup_printf("ok %u", i);
                         g_assert_cmpstr(s, ==, want);
                 }
-                g_usleep(25 * 1000);
+                g_usleep((gulong) HOSTILE_SCALED(25 * 1000));
         }
         /* Let them all reach polkit (or loopd's queue for it). */
         g_usleep(500 * 1000);
