@@ -94,9 +94,10 @@ static int acl_write(const char *path, AclEntry *e, unsigned n) {
         return 0;
 }
 
+/* 1 when it wrote, 0 when there was nothing to withdraw. */
 static int set_one(const char *path, uid_t uid, bool writable) {
         AclEntry e[ACL_ENTRIES_MAX + 2];
-        unsigned n = 0, k = 0, mask = 0;
+        unsigned n = 0, k = 0, mask = 0, users = 0;
         bool named = false;
         int r;
 
@@ -105,6 +106,7 @@ static int set_one(const char *path, uid_t uid, bool writable) {
                 return r;
         /* Keep everything but named users and the mask; add ours. */
         for (unsigned i = 0; i < n; i++) {
+                users += e[i].tag == ACL_USER;
                 if (e[i].tag == ACL_USER || e[i].tag == ACL_MASK)
                         continue;
                 if (e[i].tag == ACL_GROUP)
@@ -112,6 +114,8 @@ static int set_one(const char *path, uid_t uid, bool writable) {
                 e[k++] = e[i];
         }
         n = k;
+        if (uid == NODE_ACCESS_NONE && users == 0)
+                return 0; /* nobody's entry to withdraw: no write (every create of root's asks) */
         if (uid != NODE_ACCESS_NONE) {
                 e[n++] = (AclEntry) { ACL_USER, writable ? 6 : 4, (uint32_t) uid };
                 named = true;
@@ -122,7 +126,8 @@ static int set_one(const char *path, uid_t uid, bool writable) {
                                 mask |= e[i].perm;
                 e[n++] = (AclEntry) { ACL_MASK, (uint16_t) mask, ACL_UNDEFINED_ID };
         }
-        return acl_write(path, e, n);
+        r = acl_write(path, e, n);
+        return r < 0 ? r : 1;
 }
 
 int node_access_set(uint32_t number, uid_t uid, bool writable) {
@@ -135,6 +140,12 @@ int node_access_set(uint32_t number, uid_t uid, bool writable) {
         r = set_one(path, uid, writable);
         if (r < 0)
                 return r;
+        /* Partition nodes are made afresh for each attachment and get an
+         * entry only after the whole disk has one: none there, none on
+         * them to withdraw. */
+        if (r == 0 && uid == NODE_ACCESS_NONE)
+                return 0;
+        r = 0;
         /* Partition nodes, where the kernel made any. */
         (void) snprintf(dir, sizeof(dir), "/sys/block/loop%" PRIu32, number);
         (void) snprintf(prefix, sizeof(prefix), "loop%" PRIu32 "p", number);
