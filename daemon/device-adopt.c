@@ -13,8 +13,125 @@
 
 #include "caps.h"
 #include "devices-internal.h"
+#include "fd-store.h"
 #include "log.h"
 #include "node-access.h"
+
+/* ---- at start: records, stale access, keepers systemd kept -------------------------------- */
+
+/* Named-user ACL entries on loop nodes are loopd's: strip those no guarded
+ * attachment stands for (left by a crash, or a node reused while loopd was
+ * not running). Guards are granted again once their keepers are held. */
+static void strip_stale_access(Devices *ds) {
+        _cleanup_(freep) uint32_t *numbers = NULL;
+        int n = loop_list_numbers(&numbers);
+
+        for (int k = 0; k < n; k++) {
+                char name[32];
+                uid_t users[4];
+                int m, r;
+
+                (void) snprintf(name, sizeof(name), "loop%" PRIu32, numbers[k]);
+                m = node_access_get(name, users, NULL, ELEMENTSOF(users));
+                if (m <= 0)
+                        continue;
+                r = node_access_set(numbers[k], NODE_ACCESS_NONE, false);
+                if (r < 0) {
+                        log_error_errno(r, "Cannot strip the stale access of uid %u to /dev/%s", (unsigned) users[0],
+                                        name);
+                        continue;
+                }
+                LogEntry e = LOG_ENTRY_INIT(LOG_NOTICE, LOG_ID_RECONCILED);
+                log_entry_add(&e, "LOOPD_DEVICE", "/dev/%s", name);
+                log_entry_add(&e, "LOOPD_OWNER", "%u", (unsigned) users[0]);
+                log_entry_send(&e, "Withdrew uid %u's stale access to /dev/%s (left from before loopd started)",
+                               (unsigned) users[0], name);
+        }
+}
+
+/* The kernel's attachments, with the owners our records give. */
+static int reconcile_records(Devices *ds) {
+        OwnerRecord *recs = NULL;
+        size_t nr = 0;
+        int r;
+
+        r = owner_store_load(ds->store, &recs, &nr, &ds->intents, &ds->n_intents);
+        if (r < 0)
+                return r;
+        devices_sync(ds, UINT32_MAX);
+        for (size_t k = 0; k < nr; k++) {
+                Device *d = devices_get_attachment(ds, recs[k].number, recs[k].diskseq);
+                LogEntry e = LOG_ENTRY_INIT(LOG_INFO, LOG_ID_RECONCILED);
+
+                log_entry_add(&e, "LOOPD_DEVICE", "/dev/loop%" PRIu32, recs[k].number);
+                log_entry_add(&e, "LOOPD_DISKSEQ", "%" PRIu64, recs[k].diskseq);
+                log_entry_add(&e, "LOOPD_OWNER", "%u", (unsigned) recs[k].uid);
+                if (!d) {
+                        /* Its device is gone (or is another attachment now). */
+                        r = owner_store_delete(ds->store, recs[k].number, recs[k].diskseq);
+                        if (r < 0)
+                                log_warning_errno(r, "Cannot delete a stale owner record");
+                        log_entry_send(&e, "loop%" PRIu32 " of uid %u went while loopd was not running; record "
+                                       "forgotten", recs[k].number, (unsigned) recs[k].uid);
+                        continue;
+                }
+                d->owner = recs[k].uid;
+                free(d->binding);
+                d->binding = TAKE_PTR(recs[k].bound_to);
+                if (d->binding)
+                        ds->n_bound++;
+                d->info.backing_dev = recs[k].backing_dev;
+                d->info.backing_ino = recs[k].backing_ino;
+                log_entry_send(&e, "Found %s of uid %u again%s", d->info.path, (unsigned) d->owner,
+                               d->binding ? ", bound to a caller" : "");
+        }
+        owner_records_free(recs, nr);
+        strip_stale_access(ds);
+        return 0;
+}
+
+/* Keepers systemd held while loopd was gone: a device still attached under
+ * the same diskseq, owned and to be guarded, is guarded with its own again
+ * (a detach asked meanwhile left it autoclear: not to be guarded, let go,
+ * and the kernel ends it). Every other copy leaves the store. */
+static void take_back_keepers(Devices *ds, StoredKeeper *k, size_t n) {
+        size_t guarded = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                Device *d = devices_get_attachment(ds, k[i].number, k[i].diskseq);
+                LoopDevice *keeper = NULL;
+                int r;
+
+                r = loop_device_adopt_fd(TAKE_FD(k[i].fd), k[i].number, k[i].diskseq, &keeper);
+                if (r >= 0 && d && !d->guarded && !d->detach_pending && device_wants_guard(d->owner, d->info.flags)) {
+                        if (device_guard(ds, d, keeper) >= 0)
+                                guarded++;
+                        continue;
+                }
+                fd_store_forget(k[i].number, k[i].diskseq);
+                if (keeper)
+                        devices_release(ds, ds->jobs, d ? d->owner : DEVICES_JOB_OWNER, k[i].number, k[i].diskseq,
+                                        keeper, -1, false);
+        }
+        if (n > 0) {
+                LogEntry e = LOG_ENTRY_INIT(LOG_INFO, LOG_ID_RECONCILED);
+                log_entry_add(&e, "LOOPD_KEEPERS", "%zu", n);
+                log_entry_send(&e, "systemd kept %zu keepers while loopd was gone; %zu devices guarded with them "
+                               "again, the others let go", n, guarded);
+        }
+}
+
+int devices_reconcile(Devices *ds, StoredKeeper *stored, size_t n_stored) {
+        int r = reconcile_records(ds);
+
+        if (r < 0) {
+                stored_keepers_free(stored, n_stored);
+                return r;
+        }
+        take_back_keepers(ds, stored, n_stored);
+        free(stored);
+        return 0;
+}
 
 /* ---- background: identities and keepers of devices found --------------------------------- */
 

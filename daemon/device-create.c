@@ -149,10 +149,16 @@ static void create_claim(uint32_t number, void *userdata) {
 /* On the event loop, once the job's result is in the model (or undone): the
  * nodes it tried are anybody's again, and one whose state was put off for
  * the claim is read now. */
-static void create_unclaim(CreateJob *j) {
-        for (size_t i = 0; i < j->n_claimed; i++)
-                if (devices_unclaim_node(j->ds, j->claimed[i]) && !j->ds->freeing)
+/* made: the attachment the create added (its number, diskseq and the
+ * uevent seqnum it was read at), or NULL. */
+static void create_unclaim(CreateJob *j, const LoopInfo *made) {
+        for (size_t i = 0; i < j->n_claimed; i++) {
+                bool here = made && made->number == j->claimed[i];
+                if (devices_unclaim_node(j->ds, j->claimed[i], here ? made->diskseq : 0,
+                                         here ? made->uevent_seqnum : 0) &&
+                    !j->ds->freeing)
                         devices_sync(j->ds, j->claimed[i]);
+        }
         j->n_claimed = 0;
 }
 
@@ -289,7 +295,7 @@ static void create_done(void *data, JobResult result) {
         if (r < 0) {
                 if (!j->answered)
                         j->done(r, NULL, -1, false, j->userdata);
-                create_unclaim(j);
+                create_unclaim(j, NULL);
                 create_free(j);
                 return;
         }
@@ -305,8 +311,9 @@ static void create_done(void *data, JobResult result) {
         if (ds->ev.added)
                 ds->ev.added(d, ds->userdata);
         devices_emit_counts(ds);
+        LoopInfo made = { .number = d->number, .diskseq = d->diskseq, .uevent_seqnum = d->info.uevent_seqnum };
         j->done(0, d, TAKE_FD(j->fd), j->dio_refused, j->userdata);
-        create_unclaim(j);
+        create_unclaim(j, &made);
         create_free(j);
 }
 

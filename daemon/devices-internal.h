@@ -60,7 +60,9 @@ struct Devices {
         pthread_mutex_t claims_lock;
         struct NodeClaim {
                 uint32_t number;
-                bool deferred;
+                bool deferred;         /* something about it was put off */
+                bool deferred_unknown; /* ... without a uevent to place it */
+                uint64_t deferred_diskseq, deferred_seqnum; /* the latest uevent put off */
         } *claims;
         size_t n_claims;
 
@@ -71,9 +73,12 @@ struct Devices {
 
 /* devices.c: from any thread. A claim that cannot be recorded (ENOMEM)
  * only means the create is announced as before. devices_unclaim_node()
- * (event loop) returns true when the node's state was put off meanwhile. */
+ * (event loop) returns true when the node must be read again: something
+ * was put off meanwhile that the create's own reading (attachment
+ * `diskseq`, read at uevent `seen_seqnum`; 0: nothing made there) does not
+ * cover. */
 int devices_claim_node(Devices *ds, uint32_t number);
-bool devices_unclaim_node(Devices *ds, uint32_t number);
+bool devices_unclaim_node(Devices *ds, uint32_t number, uint64_t diskseq, uint64_t seen_seqnum);
 
 /* A job read d with the backing inode in hand (LOOP_INFO_IDENTITY): where it
  * reads the kernel's same text otherwise than sysfs alone did (a live name
@@ -119,6 +124,11 @@ void devices_release(Devices *ds, JobPool *jobs, uid_t owner, uint32_t number, u
  * first. The result updates the attachment if it is still the same. */
 void devices_release_keeper(Devices *ds, uid_t owner, uint32_t number, uint64_t diskseq, LoopDevice *keeper,
                             bool detach);
+/* device-adopt.c, at start: owners from the records (stale ones
+ * forgotten), named-user ACLs no guard stands for stripped, then the
+ * keepers systemd kept (fd-store.h) guard their devices again or are let
+ * go. Takes `stored`. */
+int devices_reconcile(Devices *ds, StoredKeeper *stored, size_t n_stored);
 /* device-adopt.c: background jobs for devices found (at start, or made by
  * others): the backing identity of d (LOOP_GET_STATUS64), at most two at
  * once; an interrupted create's intent adopts the device it names. */

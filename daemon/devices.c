@@ -197,18 +197,22 @@ int devices_claim_node(Devices *ds, uint32_t number) {
         return r;
 }
 
-bool devices_unclaim_node(Devices *ds, uint32_t number) {
-        bool deferred = false;
+bool devices_unclaim_node(Devices *ds, uint32_t number, uint64_t diskseq, uint64_t seen_seqnum) {
+        bool again = false;
 
         pthread_mutex_lock(&ds->claims_lock);
         for (size_t i = 0; i < ds->n_claims; i++)
                 if (ds->claims[i].number == number) {
-                        deferred = ds->claims[i].deferred;
-                        ds->claims[i] = ds->claims[--ds->n_claims];
+                        struct NodeClaim *c = &ds->claims[i];
+                        /* The attach's own uevent came before the create read
+                         * the new attachment back: nothing new in it. */
+                        again = c->deferred && (diskseq == 0 || c->deferred_unknown ||
+                                                c->deferred_diskseq != diskseq || c->deferred_seqnum > seen_seqnum);
+                        *c = ds->claims[--ds->n_claims];
                         break;
                 }
         pthread_mutex_unlock(&ds->claims_lock);
-        return deferred;
+        return again;
 }
 
 /* Is a create configuring this node? Then what is found there waits. */
@@ -220,7 +224,31 @@ static bool node_claimed_defer(Devices *ds, uint32_t number, bool defer) {
                 if (ds->claims[i].number == number) {
                         found = true;
                         if (defer)
-                                ds->claims[i].deferred = true;
+                                ds->claims[i].deferred = ds->claims[i].deferred_unknown = true;
+                        break;
+                }
+        pthread_mutex_unlock(&ds->claims_lock);
+        return found;
+}
+
+/* A uevent for a claimed node: put off without reading sysfs, remembered
+ * so that the create's completion can tell whether its own reading covers
+ * it. */
+static bool node_claimed_defer_uevent(Devices *ds, uint32_t number, uint64_t diskseq, uint64_t seqnum) {
+        bool found = false;
+
+        pthread_mutex_lock(&ds->claims_lock);
+        for (size_t i = 0; i < ds->n_claims; i++)
+                if (ds->claims[i].number == number) {
+                        struct NodeClaim *c = &ds->claims[i];
+
+                        found = c->deferred = true;
+                        if (diskseq == 0 || seqnum == 0)
+                                c->deferred_unknown = true;
+                        if (diskseq > c->deferred_diskseq)
+                                c->deferred_diskseq = diskseq;
+                        if (seqnum > c->deferred_seqnum)
+                                c->deferred_seqnum = seqnum;
                         break;
                 }
         pthread_mutex_unlock(&ds->claims_lock);
@@ -394,6 +422,8 @@ void devices_uevent(Devices *ds, uint32_t number, uint64_t diskseq, uint64_t seq
                 if (d && diskseq == d->diskseq && seqnum != 0 && seqnum <= d->info.uevent_seqnum)
                         return;
         }
+        if (number != UINT32_MAX && !d && node_claimed_defer_uevent(ds, number, diskseq, seqnum))
+                return;
         devices_sync(ds, number);
         if (number != UINT32_MAX && (d = devices_get(ds, number)))
                 device_guard_check(ds, d);
@@ -426,108 +456,6 @@ static int on_poll(sd_event_source *s, uint64_t usec, void *userdata) {
 }
 
 /* ---- start ------------------------------------------------------------------ */
-
-/* Named-user ACL entries on loop nodes are loopd's: strip those no guarded
- * attachment stands for (left by a crash, or a node reused while loopd was
- * not running). Guards are granted again once their keepers are held. */
-static void strip_stale_access(Devices *ds) {
-        _cleanup_(freep) uint32_t *numbers = NULL;
-        int n = loop_list_numbers(&numbers);
-
-        for (int k = 0; k < n; k++) {
-                char name[32];
-                uid_t users[4];
-                int m, r;
-
-                (void) snprintf(name, sizeof(name), "loop%" PRIu32, numbers[k]);
-                m = node_access_get(name, users, NULL, ELEMENTSOF(users));
-                if (m <= 0)
-                        continue;
-                r = node_access_set(numbers[k], NODE_ACCESS_NONE, false);
-                if (r < 0) {
-                        log_error_errno(r, "Cannot strip the stale access of uid %u to /dev/%s", (unsigned) users[0],
-                                        name);
-                        continue;
-                }
-                LogEntry e = LOG_ENTRY_INIT(LOG_NOTICE, LOG_ID_RECONCILED);
-                log_entry_add(&e, "LOOPD_DEVICE", "/dev/%s", name);
-                log_entry_add(&e, "LOOPD_OWNER", "%u", (unsigned) users[0]);
-                log_entry_send(&e, "Withdrew uid %u's stale access to /dev/%s (left from before loopd started)",
-                               (unsigned) users[0], name);
-        }
-}
-
-/* The kernel's attachments, with the owners our records give. */
-static int reconcile(Devices *ds) {
-        OwnerRecord *recs = NULL;
-        size_t nr = 0;
-        int r;
-
-        r = owner_store_load(ds->store, &recs, &nr, &ds->intents, &ds->n_intents);
-        if (r < 0)
-                return r;
-        devices_sync(ds, UINT32_MAX);
-        for (size_t k = 0; k < nr; k++) {
-                Device *d = devices_get_attachment(ds, recs[k].number, recs[k].diskseq);
-                LogEntry e = LOG_ENTRY_INIT(LOG_INFO, LOG_ID_RECONCILED);
-
-                log_entry_add(&e, "LOOPD_DEVICE", "/dev/loop%" PRIu32, recs[k].number);
-                log_entry_add(&e, "LOOPD_DISKSEQ", "%" PRIu64, recs[k].diskseq);
-                log_entry_add(&e, "LOOPD_OWNER", "%u", (unsigned) recs[k].uid);
-                if (!d) {
-                        /* Its device is gone (or is another attachment now). */
-                        r = owner_store_delete(ds->store, recs[k].number, recs[k].diskseq);
-                        if (r < 0)
-                                log_warning_errno(r, "Cannot delete a stale owner record");
-                        log_entry_send(&e, "loop%" PRIu32 " of uid %u went while loopd was not running; record "
-                                       "forgotten", recs[k].number, (unsigned) recs[k].uid);
-                        continue;
-                }
-                d->owner = recs[k].uid;
-                free(d->binding);
-                d->binding = TAKE_PTR(recs[k].bound_to);
-                if (d->binding)
-                        ds->n_bound++;
-                d->info.backing_dev = recs[k].backing_dev;
-                d->info.backing_ino = recs[k].backing_ino;
-                log_entry_send(&e, "Found %s of uid %u again%s", d->info.path, (unsigned) d->owner,
-                               d->binding ? ", bound to a caller" : "");
-        }
-        owner_records_free(recs, nr);
-        strip_stale_access(ds);
-        return 0;
-}
-
-/* Keepers systemd held while loopd was gone: a device still attached under
- * the same diskseq, owned and to be guarded, is guarded with its own again
- * (a detach asked meanwhile left it autoclear: not to be guarded, let go,
- * and the kernel ends it). Every other copy leaves the store. */
-static void take_back_keepers(Devices *ds, StoredKeeper *k, size_t n) {
-        size_t guarded = 0;
-
-        for (size_t i = 0; i < n; i++) {
-                Device *d = devices_get_attachment(ds, k[i].number, k[i].diskseq);
-                LoopDevice *keeper = NULL;
-                int r;
-
-                r = loop_device_adopt_fd(TAKE_FD(k[i].fd), k[i].number, k[i].diskseq, &keeper);
-                if (r >= 0 && d && !d->guarded && !d->detach_pending && device_wants_guard(d->owner, d->info.flags)) {
-                        if (device_guard(ds, d, keeper) >= 0)
-                                guarded++;
-                        continue;
-                }
-                fd_store_forget(k[i].number, k[i].diskseq);
-                if (keeper)
-                        devices_release(ds, ds->jobs, d ? d->owner : DEVICES_JOB_OWNER, k[i].number, k[i].diskseq,
-                                        keeper, -1, false);
-        }
-        if (n > 0) {
-                LogEntry e = LOG_ENTRY_INIT(LOG_INFO, LOG_ID_RECONCILED);
-                log_entry_add(&e, "LOOPD_KEEPERS", "%zu", n);
-                log_entry_send(&e, "systemd kept %zu keepers while loopd was gone; %zu devices guarded with them "
-                               "again, the others let go", n, guarded);
-        }
-}
 
 int devices_new(sd_event *e, JobPool *jobs, const DevicesOptions *o, const DeviceEvents *ev, void *userdata,
                 Devices **ret) {
@@ -562,13 +490,10 @@ int devices_new(sd_event *e, JobPool *jobs, const DevicesOptions *o, const Devic
         r = owner_store_open(o->state_dir, &ds->store);
         if (r < 0)
                 goto fail;
-        r = reconcile(ds);
+        r = devices_reconcile(ds, TAKE_PTR(stored), n_stored);
+        n_stored = 0;
         if (r < 0)
                 goto fail;
-        take_back_keepers(ds, stored, n_stored);
-        free(stored);
-        stored = NULL;
-        n_stored = 0;
         r = sd_event_add_time_relative(e, &ds->poll_timer, CLOCK_MONOTONIC, POLL_INTERVAL_USEC, 0, on_poll, ds);
         if (r < 0)
                 goto fail;
