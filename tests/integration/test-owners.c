@@ -551,13 +551,15 @@ static void test_kill9_and_restart(LoopdFixture *f, gconstpointer data) {
  * it, is the one losetup --find gives the next caller. The promise is that
  * a reused node never carries a previous owner's access.
  *
- * Known open: nothing in loopd outlives a SIGKILL. The remedy proposed is
- * to keep each keeper in the service manager's file descriptor store
- * (FDSTORE=1, FileDescriptorStoreMax=), so that the attachment cannot end
- * until a loopd is back to withdraw the access; the fixture, which plays
- * the service manager, would have to keep and hand back those fds too.
- * Until then this reports itself as incomplete (TAP "# TODO") with what it
- * measured, and passes once the owner gets nothing. */
+ * The remedy is systemd's file descriptor store: with --fd-store (as
+ * loopd.service runs it) a copy of each keeper outlives loopd, so the
+ * attachment cannot end until a loopd is back to withdraw the access. The
+ * system suite proves that under systemd as PID 1
+ * (/system/lifecycle/kill-9-a-users-node-is-not-reused-while-loopd-is-down).
+ * Here loopd runs without a service manager, as loopd(8) says leaves the
+ * node unprotected while loopd is down: this reports itself as incomplete
+ * (TAP "# TODO") with what it measured, and passes if the owner gets
+ * nothing. */
 static void test_kill9_window_reused_node(LoopdFixture *f, gconstpointer data) {
         g_autofree char *img = NULL, *rimg = NULL, *line = NULL, *out = NULL, *err = NULL, *rhash = NULL;
         g_autofree char *ot = NULL, *acl = NULL, *read_line = NULL;
