@@ -19,10 +19,24 @@
 
 /* ---- at start: records, stale access, keepers systemd kept -------------------------------- */
 
-/* Named-user ACL entries on loop nodes are loopd's: strip those no guarded
- * attachment stands for (left by a crash, or a node reused while loopd was
- * not running). Guards are granted again once their keepers are held. */
-static void strip_stale_access(Devices *ds) {
+/* Named-user ACL entries that loopd may have left on loop nodes (a crash,
+ * or a node detached and reused while loopd was not running) go before
+ * anything is served: loopd grants an entry only to a device its records
+ * name, and deletes a record only after the entry is gone, so the nodes
+ * our records name (current or stale) are where ours can be. Entries on
+ * other nodes are not ours (an admin's setfacl; another loopd on the same
+ * kernel, as in a container) and stay; a create strips whatever a node it
+ * takes carries anyway. Guards are granted again once their keepers are
+ * held. */
+static bool number_in(const uint32_t *v, size_t n, uint32_t number) {
+        for (size_t i = 0; i < n; i++)
+                if (v[i] == number)
+                        return true;
+        return false;
+}
+
+/* ours NULL: every node. */
+static void strip_stale_access(Devices *ds, const uint32_t *ours, size_t n_ours) {
         _cleanup_(freep) uint32_t *numbers = NULL;
         int n = loop_list_numbers(&numbers);
 
@@ -34,6 +48,8 @@ static void strip_stale_access(Devices *ds) {
                 (void) snprintf(name, sizeof(name), "loop%" PRIu32, numbers[k]);
                 m = node_access_get(name, users, NULL, ELEMENTSOF(users));
                 if (m <= 0)
+                        continue;
+                if (ours && !number_in(ours, n_ours, numbers[k]))
                         continue;
                 r = node_access_set(numbers[k], NODE_ACCESS_NONE, false);
                 if (r < 0) {
@@ -85,8 +101,20 @@ static int reconcile_records(Devices *ds) {
                 log_entry_send(&e, "Found %s of uid %u again%s", d->info.path, (unsigned) d->owner,
                                d->binding ? ", bound to a caller" : "");
         }
-        owner_records_free(recs, nr);
-        strip_stale_access(ds);
+        {
+                _cleanup_(freep) uint32_t *ours = calloc(nr ? nr : 1, sizeof(uint32_t));
+                for (size_t k = 0; ours && k < nr; k++)
+                        ours[k] = recs[k].number;
+                owner_records_free(recs, nr);
+                if (ours)
+                        strip_stale_access(ds, ours, nr);
+                else {
+                        /* Without the list: every node, as the safe side. */
+                        log_error("Out of memory listing owner records; withdrawing every named user's access to "
+                                  "loop nodes");
+                        strip_stale_access(ds, NULL, 0);
+                }
+        }
         return 0;
 }
 
