@@ -206,7 +206,7 @@ char *node_acl_text(const char *dev) {
         GString *s = g_string_new(NULL);
 
         if (n == 0)
-                return g_string_free(s, FALSE), g_strdup("none");
+                return g_string_free(s, TRUE), g_strdup("none");
         for (guint i = 0; i < n && i < G_N_ELEMENTS(uids); i++)
                 g_string_append_printf(s, "%su:%u:%s%s", i ? "," : "", (unsigned) uids[i], perms[i] & 4 ? "r" : "",
                                        perms[i] & 2 ? "w" : "");
