@@ -38,6 +38,14 @@ static Device *device_by_path(Context *c, const char *path) {
 
 /* ---- objects ----------------------------------------------------------------- */
 
+/* Properties.Get/GetAll, GetManagedObjects, Introspect: what shows
+ * properties (or anything not known to be a method call). */
+static bool message_reads_properties(sd_bus_message *m) {
+        if (!m || !sd_bus_message_is_method_call(m, NULL, NULL))
+                return true;
+        return !sd_bus_message_is_method_call(m, LOOPD_DEVICE_INTERFACE, NULL);
+}
+
 static int device_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
                        sd_bus_error *error) {
         Context *c = userdata;
@@ -46,11 +54,13 @@ static int device_find(sd_bus *bus, const char *path, const char *interface, voi
         if (!d)
                 return 0;
         /* Fresh before any property of it is read: the read itself emits
-         * PropertiesChanged when it finds a change. Not while loopd is
-         * emitting a signal itself: sd-bus looks the object up again to
-         * fill the signal in, and a re-read then could drop the very
-         * Device being described. */
-        if (!c->emitting)
+         * PropertiesChanged when it finds a change. Only for a read: a
+         * method on the device (Remove, Open, RefreshSize) acts on the
+         * attachment its path names, which the job checks by diskseq in
+         * the kernel. Not while loopd is emitting a signal itself: sd-bus
+         * looks the object up again to fill the signal in, and a re-read
+         * then could drop the very Device being described. */
+        if (!c->emitting && message_reads_properties(sd_bus_get_current_message(bus)))
                 d = devices_refresh(c->devices, d, now_usec() - c->dispatch_usec);
         if (!d)
                 return 0;
