@@ -2,6 +2,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <time.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -115,6 +116,8 @@ int devices_check_backing(Devices *ds, uid_t owner, int backing_fd, const LoopCo
 
 /* ---- create ------------------------------------------------------------------------ */
 
+#define CREATE_LOCK_WAIT_USEC 5000L
+
 typedef struct CreateJob {
         Devices *ds;
         int backing_fd;
@@ -183,8 +186,18 @@ static void create_run(void *data) {
                 j->r = j->r == -ENOMEM || j->r == -EINVAL ? j->r : DEVICES_ERROR_STATE_DIR;
                 return;
         }
+        struct timespec until;
+        (void) clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += CREATE_LOCK_WAIT_USEC * 1000L;
+        if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+        }
+        bool locked = pthread_mutex_timedlock(&j->ds->create_lock, &until) == 0;
         j->r = loop_device_create_checked(j->ds->control_fd, j->backing_fd, &j->config, flags, create_claim, j,
                                           &ld);
+        if (locked)
+                pthread_mutex_unlock(&j->ds->create_lock);
         if (j->r < 0)
                 return;
         j->dio_refused = loop_device_dio_refused(ld);

@@ -58,6 +58,12 @@ struct Devices {
          * then remove and add it again. A node whose uevent was put off for
          * a claim is read again when the claim ends. */
         pthread_mutex_t claims_lock;
+        /* Creates take a free node one at a time (LOOP_CTL_GET_FREE names
+         * the same node to all until one has configured it; the others
+         * would spin on EBUSY). Held through LOOP_CONFIGURE, which may hang
+         * on a backing file: others wait at most CREATE_LOCK_WAIT_USEC for
+         * it, then go on racing. */
+        pthread_mutex_t create_lock;
         struct NodeClaim {
                 uint32_t number;
                 bool deferred;         /* something about it was put off */

@@ -473,6 +473,7 @@ int devices_new(sd_event *e, JobPool *jobs, const DevicesOptions *o, const Devic
         ds->jobs = jobs;
         ds->control_fd = ds->inotify_fd = -1;
         pthread_mutex_init(&ds->claims_lock, NULL);
+        pthread_mutex_init(&ds->create_lock, NULL);
         ds->quota = o->quota;
         ds->kernel_timeout_usec = o->kernel_timeout_usec;
         r = loop_control_open();
@@ -561,6 +562,7 @@ Devices *devices_free(Devices *ds) {
         free(ds->identity_queue);
         free(ds->claims);
         pthread_mutex_destroy(&ds->claims_lock);
+        pthread_mutex_destroy(&ds->create_lock);
         owner_store_free(ds->store);
         sd_event_source_disable_unref(ds->poll_timer);
         sd_event_source_disable_unref(ds->inotify_source);
