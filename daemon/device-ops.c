@@ -4,8 +4,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,30 +47,10 @@ static void release_run(void *data) {
                 j->r = loop_attachment_bound(j->number, j->diskseq) ? LOOP_DETACH_DEFERRED : LOOP_DETACH_DONE;
 }
 
-static void *close_thread(void *data) {
-        ReleaseJob *j = data;
-
-        release_run(j);
-        free(j);
-        return NULL;
-}
-
-/* Like a stuck job's thread, one left behind at exit if the kernel keeps it. */
-static void close_detached(ReleaseJob *j) {
-        pthread_attr_t attr;
-        pthread_t t;
-        sigset_t all, old;
-        int r;
-
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        r = pthread_create(&t, &attr, close_thread, j);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        pthread_attr_destroy(&attr);
-        if (r != 0)
-                (void) close_thread(j);
+/* At exit, the close of a release the pool never ran. */
+static void release_orphan_run(void *data) {
+        release_run(data);
+        free(data);
 }
 
 static void release_done(void *data, JobResult result) {
@@ -83,7 +61,7 @@ static void release_done(void *data, JobResult result) {
                 /* The pool is going (loopd exits) and the job never ran:
                  * the close may still hang on the owner's file system, so
                  * not on the event loop, which has the exit to finish. */
-                close_detached(TAKE_PTR(j));
+                job_run_orphan(release_orphan_run, TAKE_PTR(j));
                 return;
         }
         if (!j->ds)

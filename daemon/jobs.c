@@ -164,8 +164,10 @@ static void *worker(void *arg) {
         return NULL;
 }
 
-/* Under the lock. */
-static int spawn_thread(JobPool *p) {
+/* A detached thread with every signal blocked (sd-event handles them on the
+ * event loop's thread) and a small stack: the kernel work needs little, and
+ * many stuck threads then cost little address space. */
+static int start_detached(void *(*fn)(void *), void *arg) {
         pthread_attr_t attr;
         pthread_t t;
         sigset_t all, old;
@@ -173,18 +175,47 @@ static int spawn_thread(JobPool *p) {
 
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        /* The kernel work needs little stack; many stuck threads then cost
-         * little address space. */
         pthread_attr_setstacksize(&attr, 256 * 1024);
-        /* Workers must not take the signals sd-event handles. */
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
-        r = -pthread_create(&t, &attr, worker, p);
+        r = -pthread_create(&t, &attr, fn, arg);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         pthread_attr_destroy(&attr);
+        return r;
+}
+
+/* Under the lock. */
+static int spawn_thread(JobPool *p) {
+        int r = start_detached(worker, p);
+
         if (r == 0)
                 p->n_threads++;
         return r;
+}
+
+typedef struct Orphan {
+        job_run_t run;
+        void *data;
+} Orphan;
+
+static void *orphan_thread(void *arg) {
+        Orphan o = *(Orphan *) arg;
+
+        free(arg);
+        o.run(o.data);
+        return NULL;
+}
+
+void job_run_orphan(job_run_t run, void *data) {
+        Orphan *o = malloc(sizeof(*o));
+
+        if (o) {
+                *o = (Orphan) { run, data };
+                if (start_detached(orphan_thread, o) == 0)
+                        return;
+                free(o);
+        }
+        run(data); /* no thread to be had: here, then */
 }
 
 static void finish(Job *j, JobResult result) {

@@ -81,6 +81,12 @@ int job_submit(JobPool *p, uid_t owner, uint64_t deadline_usec, job_run_t run, j
  * cleans up was bounded when it was made), no deadline. */
 int job_submit_cleanup(JobPool *p, uid_t owner, job_run_t run, job_done_t done, void *data);
 
+/* run(data) on a thread of its own, outside any pool, left behind if the
+ * kernel keeps it (work that must not wait on the event loop when the pool
+ * is gone, at exit). run() frees what it must. Without a thread, runs it
+ * here. */
+void job_run_orphan(job_run_t run, void *data);
+
 /* Jobs of `owner` queued or running (stuck ones included). */
 unsigned job_pool_owner_jobs(JobPool *p, uid_t owner);
 /* All jobs queued or running. */
