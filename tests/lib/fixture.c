@@ -1490,6 +1490,81 @@ guint loopd_fixture_detach_loops(LoopdFixture *f) {
 
 /* ---- setup and teardown -------------------------------------------------- */
 
+/* The processes that hold @dev open, as " pid N (comm)" each, into @who
+ * when given; whether this process is the only one. */
+static gboolean held_by_us_only(const char *dev, GString *who) {
+        g_autoptr(GDir) proc = g_dir_open("/proc", 0, NULL);
+        g_autofree char *self = g_strdup_printf("%d", (int) getpid());
+        gboolean us = FALSE, others = FALSE;
+        const char *pid;
+
+        while (proc && (pid = g_dir_read_name(proc))) {
+                g_autofree char *fds = NULL;
+                g_autoptr(GDir) dir = NULL;
+                const char *fd;
+
+                if (!g_ascii_isdigit(pid[0]))
+                        continue;
+                fds = g_build_filename("/proc", pid, "fd", NULL);
+                dir = g_dir_open(fds, 0, NULL);
+                while (dir && (fd = g_dir_read_name(dir))) {
+                        g_autofree char *link = g_build_filename(fds, fd, NULL);
+                        g_autofree char *target = g_file_read_link(link, NULL);
+                        if (g_strcmp0(target, dev) != 0)
+                                continue;
+                        if (strcmp(pid, self) == 0)
+                                us = TRUE;
+                        else
+                                others = TRUE;
+                        if (who) {
+                                g_autofree char *comm_path = g_build_filename("/proc", pid, "comm", NULL);
+                                g_autofree char *comm = NULL;
+                                (void) g_file_get_contents(comm_path, &comm, NULL, NULL);
+                                g_string_append_printf(who, " pid %s (%s)", pid, comm ? g_strstrip(comm) : "?");
+                        }
+                        break;
+                }
+        }
+        return us && !others;
+}
+
+/* Every loop device backed by a file under the test's directory is
+ * detached before the directory goes. One scan is not enough: a process
+ * that dies with its lifeline (an activated loopd, a caller) may still
+ * hold a device (the kernel then defers the detach to its last close) or
+ * finish a LOOP_CONFIGURE after the scan. So scan again until none is
+ * left, for a bounded time, and fail naming the holders when one stays. */
+static guint detach_loops_until_gone(LoopdFixture *f) {
+        gint64 deadline = g_get_monotonic_time() + (gint64) (10 * G_USEC_PER_SEC * loopd_test_timeout_scale());
+        guint detached = 0;
+
+        for (;;) {
+                g_autoptr(GPtrArray) left = NULL;
+
+                detached += loopd_fixture_detach_loops(f);
+                left = loopd_fixture_list_loops(f);
+                /* One this test still holds itself goes at its close:
+                 * the detach above set autoclear on it. */
+                for (guint i = left->len; i > 0; i--)
+                        if (held_by_us_only(left->pdata[i - 1], NULL))
+                                g_ptr_array_remove_index(left, i - 1);
+                if (left->len == 0)
+                        return detached;
+                if (g_get_monotonic_time() >= deadline) {
+                        for (guint i = 0; i < left->len; i++) {
+                                g_autoptr(GString) who = g_string_new(NULL);
+                                (void) held_by_us_only(left->pdata[i], who);
+                                g_test_message("%s is still attached after teardown, held open by%s",
+                                               (char *) left->pdata[i], who->len ? who->str : " no process");
+                        }
+                        fixture_fail("%u loop device(s) backed by files under %s outlived the test", left->len,
+                                     f->tmpdir);
+                        return detached;
+                }
+                g_usleep(20 * 1000);
+        }
+}
+
 static gboolean skip_unless_runnable(LoopdFixture *f) {
         g_autofree char *dbus_daemon = NULL, *setpriv = NULL;
 
@@ -1636,7 +1711,7 @@ void loopd_fixture_teardown(LoopdFixture *f, gconstpointer data) {
         stop_bus(f);
 
         if (f->tmpdir) {
-                leaked = loopd_fixture_detach_loops(f);
+                leaked = detach_loops_until_gone(f);
                 if (leaked > 0)
                         g_test_message("teardown detached %u loop device(s) backed by files under %s", leaked,
                                        f->tmpdir);
