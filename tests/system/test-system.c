@@ -994,12 +994,16 @@ static void test_losetup_devices_in_object_tree(void) {
         ct(&r, NULL,
            "dev=$(losetup -f --show /srv/lpimages/losetup.img) || exit 1; echo dev=$dev\n"
            "n=${dev#/dev/}\n"
-           "for i in $(seq 50); do busctl tree --list org.loopd.Loop1 | grep -q \"/device/${n}_\" && break; sleep 0.1; done\n"
-           "echo object=$(busctl tree --list org.loopd.Loop1 | grep \"/device/${n}_\")\n"
+           /* This attachment's object, by its diskseq: the node may carry
+            * another one right after the detach (the other bus's suite
+            * shares the host's loop devices). */
+           "obj=/org/loopd/Loop1/device/${n}_$(cat /sys/block/$n/diskseq)\n"
+           "for i in $(seq 50); do busctl tree --list org.loopd.Loop1 | grep -qxF \"$obj\" && break; sleep 0.1; done\n"
+           "echo object=$(busctl tree --list org.loopd.Loop1 | grep -xF \"$obj\")\n"
            "echo back=$(prop $dev BackingFile)\n"
            "losetup -d $dev\n"
-           "for i in $(seq 100); do busctl tree --list org.loopd.Loop1 | grep -q \"/device/${n}_\" || break; sleep 0.1; done\n"
-           "echo after=$(busctl tree --list org.loopd.Loop1 | grep \"/device/${n}_\")\n"
+           "for i in $(seq 100); do busctl tree --list org.loopd.Loop1 | grep -qxF \"$obj\" || break; sleep 0.1; done\n"
+           "echo after=$(busctl tree --list org.loopd.Loop1 | grep -xF \"$obj\")\n"
            "echo kernel=$(attached /srv/lpimages/losetup.img)\n"
            "echo pending=$(prop $dev DetachPending 2>&1)\n"
            "echo holders=$(ls /sys/block/$n/holders 2>/dev/null)\n");
