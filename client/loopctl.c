@@ -1094,26 +1094,24 @@ static int verb_remove(int argc, char **argv) {
         return run_remove(argv + first, argc - first);
 }
 
-static int verb_refresh_size(int argc, char **argv) {
+/* A verb that takes its options and exactly one DEV. */
+static int verb_one_device(Command cmd, int (*run)(const char *dev), int argc, char **argv) {
         int first, r;
 
-        r = parse_options(CMD_REFRESH_SIZE, argc, argv, NULL, &first);
+        r = parse_options(cmd, argc, argv, NULL, &first);
         if (r >= 0)
                 return r;
         if (argc - first != 1)
-                return usage_error("refresh-size: %s DEV", argc - first < 1 ? "missing" : "exactly one");
-        return run_refresh_size(argv[first]);
+                return usage_error("%s: %s DEV", command_names[cmd], argc - first < 1 ? "missing" : "exactly one");
+        return run(argv[first]);
+}
+
+static int verb_refresh_size(int argc, char **argv) {
+        return verb_one_device(CMD_REFRESH_SIZE, run_refresh_size, argc, argv);
 }
 
 static int verb_info(int argc, char **argv) {
-        int first, r;
-
-        r = parse_options(CMD_INFO, argc, argv, NULL, &first);
-        if (r >= 0)
-                return r;
-        if (argc - first != 1)
-                return usage_error("info: %s DEV", argc - first < 1 ? "missing" : "exactly one");
-        return run_info(argv[first]);
+        return verb_one_device(CMD_INFO, run_info, argc, argv);
 }
 
 static int verb_list(int argc, char **argv) {

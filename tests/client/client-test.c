@@ -98,6 +98,25 @@ void client_assert_one_error_line(const LoopdRunResult *r, const char *contains)
                 g_error("stderr '%s' does not mention '%s'", r->err, contains);
 }
 
+void client_assert_usage_errors(LoopdFixture *f, const ClientUsageCase *cases, size_t n) {
+        g_autofree char *img = loopd_fixture_make_image(f, "usage.img", 1 * MIB, 0, 0, 0644);
+
+        for (size_t i = 0; i < n; i++) {
+                const char *args[G_N_ELEMENTS(cases[i].args)] = { NULL };
+                g_auto(LoopdRunResult) r = { 0 };
+
+                for (size_t k = 0; k < G_N_ELEMENTS(args) - 1 && cases[i].args[k]; k++)
+                        args[k] = g_str_equal(cases[i].args[k], "IMG") ? img : cases[i].args[k];
+                client_loopctl_argv_as(f, 0, &r, args);
+                if (r.status != 2)
+                        g_error("case %zu (%s): exit %d, expected 2; stderr: %s", i, cases[i].args[0],
+                                r.status, r.err);
+                client_assert_one_error_line(&r, cases[i].says);
+                g_assert_cmpstr(r.out, ==, "");
+        }
+        g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
+}
+
 char *client_create_as(LoopdFixture *f, uid_t uid, const char *path, ...) {
         g_autoptr(GPtrArray) args = g_ptr_array_new();
         g_auto(LoopdRunResult) r = { 0 };

@@ -42,6 +42,19 @@ void client_loopctl_argv_as(LoopdFixture *f, uid_t uid, LoopdRunResult *r, const
  * `contains` (if not NULL), and no control character. */
 void client_assert_one_error_line(const LoopdRunResult *r, const char *contains);
 
+#define MIB (1024 * 1024)
+
+/* A usage error: loopctl's arguments (NULL-terminated; "IMG" stands for an
+ * image file) and what its one stderr line must say. */
+typedef struct ClientUsageCase {
+        const char *args[8];
+        const char *says;
+} ClientUsageCase;
+
+/* Runs each case as root: exit 2, nothing on stdout, one error line that
+ * says what the case expects; and no loop device made. */
+void client_assert_usage_errors(LoopdFixture *f, const ClientUsageCase *cases, size_t n);
+
 /* `loopctl create PATH [args]` as uid must succeed: returns "/dev/loopN"
  * (free it), which the kernel has attached. */
 char *client_create_as(LoopdFixture *f, uid_t uid, const char *path, ...) G_GNUC_NULL_TERMINATED;

@@ -19,7 +19,6 @@
 #include "client-test.h"
 #include "loopd-protocol.h"
 
-#define MIB (1024 * 1024)
 #define PYTHON "/usr/bin/python3"
 #define GODBUS_DIR "/usr/share/gocode/src/github.com/godbus/dbus"
 

@@ -23,7 +23,6 @@
 #include "client-test.h"
 #include "loopd.h"
 
-#define MIB (1024 * 1024)
 
 static const LoopdFixtureOptions daemon_only = { .start_daemon = TRUE };
 

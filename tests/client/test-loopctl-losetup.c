@@ -14,7 +14,6 @@
 
 #include "client-test.h"
 
-#define MIB (1024 * 1024)
 
 static const LoopdFixtureOptions daemon_only = { .start_daemon = TRUE };
 
@@ -251,10 +250,7 @@ static void test_losetup_set_capacity_and_detach(LoopdFixture *f, gconstpointer 
 }
 
 static void test_losetup_refusals(LoopdFixture *f, gconstpointer data) {
-        static const struct {
-                const char *args[6];
-                const char *says;
-        } cases[] = {
+        static const ClientUsageCase cases[] = {
                 { { "/dev/loop7", "IMG", NULL }, "loopd chooses the loop device itself" },
                 { { "-f", NULL }, "-f without FILE" },
                 { { "-d", "loop4000", "-D", NULL }, "cannot be combined" },
@@ -268,22 +264,9 @@ static void test_losetup_refusals(LoopdFixture *f, gconstpointer data) {
                 { { "a", "b", "c", NULL }, "too many arguments" },
                 { { "--frob", NULL }, "unknown option '--frob'" },
         };
-        g_autofree char *img = NULL;
 
         LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
-        img = loopd_fixture_make_image(f, "refused.img", 1 * MIB, 0, 0, 0644);
-        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
-                const char *args[G_N_ELEMENTS(cases[i].args)] = { NULL };
-                g_auto(LoopdRunResult) r = { 0 };
-
-                for (size_t k = 0; cases[i].args[k]; k++)
-                        args[k] = g_str_equal(cases[i].args[k], "IMG") ? img : cases[i].args[k];
-                client_loopctl_argv_as(f, 0, &r, args);
-                if (r.status != 2)
-                        g_error("case %zu: exit %d, expected 2: %s", i, r.status, r.err);
-                client_assert_one_error_line(&r, cases[i].says);
-        }
-        g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
+        client_assert_usage_errors(f, cases, G_N_ELEMENTS(cases));
 }
 
 int main(int argc, char **argv) {

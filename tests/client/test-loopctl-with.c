@@ -17,7 +17,6 @@
 
 #include "client-test.h"
 
-#define MIB (1024 * 1024)
 
 static const LoopdFixtureOptions daemon_only = { .start_daemon = TRUE };
 static const LoopdFixtureOptions with_polkit = {

@@ -18,7 +18,6 @@
 
 #include "client-test.h"
 
-#define MIB (1024 * 1024)
 
 static const LoopdFixtureOptions bus_only = { .start_daemon = FALSE };
 static const LoopdFixtureOptions daemon_only = { .start_daemon = TRUE };
@@ -100,10 +99,7 @@ static void test_help_and_version(LoopdFixture *f, gconstpointer data) {
 
 /* Each case: arguments ("IMG" is an image), then what stderr must say. */
 static void test_usage_errors_name_what_was_typed(LoopdFixture *f, gconstpointer data) {
-        static const struct {
-                const char *args[8];
-                const char *says;
-        } cases[] = {
+        static const ClientUsageCase cases[] = {
                 { { "frobnicate", "x", NULL }, "frobnicate" },
                 { { "--frobnicate", "list", NULL }, "unknown option '--frobnicate'" },
                 { { "list", "--frobnicate", NULL }, "list: unknown option '--frobnicate'" },
@@ -150,24 +146,9 @@ static void test_usage_errors_name_what_was_typed(LoopdFixture *f, gconstpointer
                 { { "create", "/", NULL }, "/: Is a directory" },
                 { { "create", "/dev/null", NULL }, "not a regular file or block device" },
         };
-        g_autofree char *img = NULL;
 
         LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
-        img = loopd_fixture_make_image(f, "usage.img", 1 * MIB, 0, 0, 0644);
-        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
-                const char *args[G_N_ELEMENTS(cases[i].args)] = { NULL };
-                g_auto(LoopdRunResult) r = { 0 };
-
-                for (size_t k = 0; cases[i].args[k]; k++)
-                        args[k] = g_str_equal(cases[i].args[k], "IMG") ? img : cases[i].args[k];
-                client_loopctl_argv_as(f, 0, &r, args);
-                if (r.status != 2)
-                        g_error("case %zu (%s): exit %d, expected 2; stderr: %s", i, cases[i].args[0],
-                                r.status, r.err);
-                client_assert_one_error_line(&r, cases[i].says);
-                g_assert_cmpstr(r.out, ==, "");
-        }
-        g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
+        client_assert_usage_errors(f, cases, G_N_ELEMENTS(cases));
 }
 
 static void test_no_daemon_is_a_failure(LoopdFixture *f, gconstpointer data) {
