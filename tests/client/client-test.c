@@ -47,18 +47,6 @@ bool client_wait_gone(const char *dev, uint64_t diskseq, double timeout_sec) {
         return true;
 }
 
-bool client_wait_no_loops(LoopdFixture *f, double timeout_sec) {
-        gint64 end = g_get_monotonic_time() +
-                     (gint64) (timeout_sec * loopd_test_timeout_scale() * G_USEC_PER_SEC);
-
-        while (loopd_fixture_count_loops(f) > 0) {
-                if (g_get_monotonic_time() > end)
-                        return false;
-                g_usleep(20 * 1000);
-        }
-        return true;
-}
-
 const char *client_loopctl(void) {
         return LOOPCTL_BINARY;
 }

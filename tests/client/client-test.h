@@ -25,9 +25,6 @@ uint64_t client_object_diskseq(const char *object_path);
  * own loopN again a moment later; the diskseq names one attachment only.
  */
 bool client_wait_gone(const char *dev, uint64_t diskseq, double timeout_sec);
-/* Polls until no loop device is backed by a file under f->tmpdir: exactly
- * this test's devices, whatever numbers they had. */
-bool client_wait_no_loops(LoopdFixture *f, double timeout_sec);
 
 /* The loopctl under test (built path, baked in by meson). */
 const char *client_loopctl(void);

@@ -84,7 +84,7 @@ static void run_example(LoopdFixture *f, uid_t uid, const char *const *argv_head
         g_assert_nonnull(strstr(r.out, want_backing));
 
         /* Bound to the program's connection: gone with it. */
-        g_assert_true(client_wait_no_loops(f, 5));
+        g_assert_true(loopd_fixture_wait_no_loops(f, 5));
         g_assert_true(g_file_get_contents(img, &data, &len, NULL));
         g_assert_cmpuint(len, ==, 1 * MIB);
         g_assert_true(memcmp(data, "hello loopd", 11) == 0);

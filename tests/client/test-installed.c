@@ -255,7 +255,7 @@ static void test_installed_pkg_config_builds_and_runs(LoopdFixture *f, gconstpoi
                         g_error("the example failed (%d): %s%s", r.status, r.out, r.err);
                 g_assert_true(g_str_has_prefix(r.out, "/dev/loop"));
         }
-        g_assert_true(client_wait_no_loops(f, 5));
+        g_assert_true(loopd_fixture_wait_no_loops(f, 5));
 
         /* The GLib binding the same way. */
         glib_flags = run_ok((const char *const[]) { PKG_CONFIG_BINARY, "--cflags", "--libs", "loopd-glib", NULL }, pc_env);

@@ -107,7 +107,7 @@ static void test_losetup_find_show_creates(LoopdFixture *f, gconstpointer data) 
                 client_loopctl_as(f, 0, &r, "-D", NULL);
                 g_assert_cmpint(r.status, ==, 0);
         }
-        g_assert_true(client_wait_no_loops(f, 5));
+        g_assert_true(loopd_fixture_wait_no_loops(f, 5));
 }
 
 /* -a, -j FILE and DEV print losetup's one-line format: the same lines. */
@@ -154,7 +154,7 @@ static void test_losetup_old_format_matches_losetup(LoopdFixture *f, gconstpoint
                 client_loopctl_as(f, 0, &r, "-d", a, b, NULL);
                 g_assert_cmpint(r.status, ==, 0);
         }
-        g_assert_true(client_wait_no_loops(f, 5));
+        g_assert_true(loopd_fixture_wait_no_loops(f, 5));
 }
 
 /* -l, -n, -O and -J: losetup's columns with losetup's values. */
@@ -246,7 +246,7 @@ static void test_losetup_set_capacity_and_detach(LoopdFixture *f, gconstpointer 
                 client_loopctl_as(f, 0, &r, "--detach", dev, NULL);
                 g_assert_cmpint(r.status, ==, 0);
         }
-        g_assert_true(client_wait_no_loops(f, 5));
+        g_assert_true(loopd_fixture_wait_no_loops(f, 5));
 }
 
 static void test_losetup_refusals(LoopdFixture *f, gconstpointer data) {

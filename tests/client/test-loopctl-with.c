@@ -85,7 +85,7 @@ static void test_with_runs_command_and_removes(LoopdFixture *f, gconstpointer da
                 g_assert_cmpstr(lines[2], ==, "1");
         /* Removed by loopctl once CMD exited (judged by backing file: loopN
          * may be someone else's already). */
-        g_assert_true(client_wait_no_loops(f, 5));
+        g_assert_true(loopd_fixture_wait_no_loops(f, 5));
 }
 
 static void test_with_exit_statuses(LoopdFixture *f, gconstpointer data) {
@@ -118,7 +118,7 @@ static void test_with_exit_statuses(LoopdFixture *f, gconstpointer data) {
                 g_assert_cmpint(r.status, ==, 0);
                 g_assert_cmpstr(r.err, ==, "");
         }
-        g_assert_true(client_wait_no_loops(f, 5));
+        g_assert_true(loopd_fixture_wait_no_loops(f, 5));
 }
 
 /* loopctl gets no chance to do anything: the guardian tells CMD (SIGTERM,
@@ -145,7 +145,7 @@ static void test_with_killed_loopctl_stops_command(LoopdFixture *f, gconstpointe
         (void) loopd_caller_wait(c);
         g_assert_true(wait_pid_gone(pid, 5));
         g_assert_true(g_file_test(mark, G_FILE_TEST_EXISTS));
-        g_assert_true(client_wait_no_loops(f, 10));
+        g_assert_true(loopd_fixture_wait_no_loops(f, 10));
 }
 
 /* CMD ignores SIGTERM (and so do its children, which inherit that) and has
@@ -178,7 +178,7 @@ static void test_with_killed_loopctl_kills_what_ignores_sigterm(LoopdFixture *f,
         g_assert_true(wait_pid_gone(pid, 10));
         g_assert_true(wait_pid_gone(escaped, 10));
         g_assert_cmpint(g_get_monotonic_time() - start, >=, 4 * G_USEC_PER_SEC);
-        g_assert_true(client_wait_no_loops(f, 10));
+        g_assert_true(loopd_fixture_wait_no_loops(f, 10));
 }
 
 static void test_with_forwards_sigterm(LoopdFixture *f, gconstpointer data) {
@@ -198,7 +198,7 @@ static void test_with_forwards_sigterm(LoopdFixture *f, gconstpointer data) {
          * exits with CMD's status. */
         loopd_caller_kill(c, SIGTERM);
         g_assert_cmpint(loopd_caller_wait(c), ==, 128 + SIGTERM);
-        g_assert_true(client_wait_no_loops(f, 5));
+        g_assert_true(loopd_fixture_wait_no_loops(f, 5));
         g_assert_false(pid_alive(pid));
 }
 
@@ -219,7 +219,7 @@ static void test_with_stops_what_command_left_running(LoopdFixture *f, gconstpoi
         left = (pid_t) atoi(r.out);
         g_assert_cmpint(left, >, 0);
         g_assert_false(pid_alive(left));
-        g_assert_true(client_wait_no_loops(f, 5));
+        g_assert_true(loopd_fixture_wait_no_loops(f, 5));
 }
 
 static void test_with_reports_a_failed_removal(LoopdFixture *f, gconstpointer data) {
@@ -292,7 +292,7 @@ static void test_with_as_owner_uses_the_node(LoopdFixture *f, gconstpointer data
         if (r.status != 0)
                 g_error("with as nobody: exit %d: %s", r.status, r.err);
         g_assert_cmpstr(r.err, ==, "");
-        g_assert_true(client_wait_no_loops(f, 5));
+        g_assert_true(loopd_fixture_wait_no_loops(f, 5));
         if (!mkfs)
                 g_test_message("no mkfs.ext4 here: only dd was tried");
 }

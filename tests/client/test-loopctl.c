@@ -321,7 +321,7 @@ static void test_create_options_as_losetup_spells_them(LoopdFixture *f, gconstpo
                 g_strchomp(r.out);
                 remove_as(f, 0, r.out);
         }
-        g_assert_true(client_wait_no_loops(f, 5));
+        g_assert_true(loopd_fixture_wait_no_loops(f, 5));
 }
 
 static void test_refresh_size(LoopdFixture *f, gconstpointer data) {
@@ -360,7 +360,7 @@ static void test_remove_goes_on_after_a_failure(LoopdFixture *f, gconstpointer d
         client_loopctl_as(f, 0, &r, "remove", a, "sda", b, NULL);
         g_assert_cmpint(r.status, ==, 4);
         client_assert_one_error_line(&r, "sda");
-        g_assert_true(client_wait_no_loops(f, 5));
+        g_assert_true(loopd_fixture_wait_no_loops(f, 5));
 }
 
 /* remove --all: the caller's own devices; root's: every device loopd made;
@@ -532,7 +532,7 @@ static void test_list_table_and_json(LoopdFixture *f, gconstpointer data) {
         }
         /* Nothing of ours left (judged by backing file: the numbers may be
          * other tests' by now), and the JSON still parses. */
-        g_assert_true(client_wait_no_loops(f, 5));
+        g_assert_true(loopd_fixture_wait_no_loops(f, 5));
         {
                 g_autofree char *json = client_list_json(f);
                 g_autofree char *e = g_strdup_printf("[x for x in d['loopdevices'] if x['back-file'].startswith('%s/')]",
@@ -656,7 +656,7 @@ static void test_list_names_are_bytes(LoopdFixture *f, gconstpointer data) {
 
         for (guint i = 0; i < devs->len; i++)
                 remove_as(f, 0, devs->pdata[i]);
-        g_assert_true(client_wait_no_loops(f, 5));
+        g_assert_true(loopd_fixture_wait_no_loops(f, 5));
 }
 
 /* ---- unprivileged callers and polkit --------------------------------------- */

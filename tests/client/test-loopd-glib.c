@@ -191,7 +191,7 @@ static void test_create_see_remove_from_main_loop(LoopdFixture *f, gconstpointer
         g_assert_no_error(app.error);
         g_assert_true(app.removed_reply);
         g_assert_true(app.seen_removed);
-        g_assert_true(client_wait_no_loops(f, 5));
+        g_assert_true(loopd_fixture_wait_no_loops(f, 5));
         /* The object may have been there before the reply: added is not
          * guaranteed to be seen, the object itself is. */
         g_assert_nonnull(app.device);
@@ -288,7 +288,7 @@ static void test_open_get_device_and_bytes(LoopdFixture *f, gconstpointer data) 
         g_clear_object(&out);
         g_clear_object(&out2);
         g_clear_object(&out3);
-        g_assert_true(client_wait_no_loops(f, 5));
+        g_assert_true(loopd_fixture_wait_no_loops(f, 5));
 }
 
 int main(int argc, char **argv) {

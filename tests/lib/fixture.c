@@ -1484,6 +1484,17 @@ guint loopd_fixture_count_loops(LoopdFixture *f) {
         return loops->len;
 }
 
+gboolean loopd_fixture_wait_no_loops(LoopdFixture *f, double timeout_sec) {
+        gint64 deadline = fixture_deadline_after(timeout_sec);
+
+        while (loopd_fixture_count_loops(f) > 0) {
+                if (fixture_past(deadline))
+                        return FALSE;
+                g_usleep(20 * 1000);
+        }
+        return TRUE;
+}
+
 guint loopd_fixture_detach_loops(LoopdFixture *f) {
         return emergency_detach_loops_under(f->tmpdir);
 }

@@ -297,6 +297,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(LoopdCaller, loopd_caller_free)
  * sorted (from /sys/block/loop*\/loop/backing_file). */
 GPtrArray *loopd_fixture_list_loops(LoopdFixture *f);
 guint loopd_fixture_count_loops(LoopdFixture *f);
+/* Waits up to @timeout_sec (scaled) until none is left; whether none is. */
+gboolean loopd_fixture_wait_no_loops(LoopdFixture *f, double timeout_sec);
 /* LOOP_CLR_FD on each of them; returns how many. Teardown does this. */
 guint loopd_fixture_detach_loops(LoopdFixture *f);
 

@@ -93,57 +93,77 @@ static void assert_root_served(LoopdFixture *f, const char *image, const char *d
         g_assert_cmpfloat(lat.create_msec, <, HOSTILE_SCALED(2000));
 }
 
+/* What each test starts from: loopd running with @args, nobody's FUSE
+ * mount serving @files (disk.img among them), a file each for another uid
+ * and for root, and a hostile caller as nobody and as the other uid. */
+typedef struct Scene {
+        LoopdFuse *fs; /* unmounted by the fixture */
+        HostileCaller *nobody, *other;
+        char *fuse_img, *other_img, *root_img;
+} Scene;
+
+static void scene_clear(Scene *s) {
+        g_clear_pointer(&s->nobody, hostile_free);
+        g_clear_pointer(&s->other, hostile_free);
+        g_clear_pointer(&s->fuse_img, g_free);
+        g_clear_pointer(&s->other_img, g_free);
+        g_clear_pointer(&s->root_img, g_free);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Scene, scene_clear)
+
+static gboolean scene_setup(LoopdFixture *f, Scene *s, const LoopdFuseFile *files, const char *const *args) {
+        s->fs = loopd_fixture_mount_fuse(f, NOBODY, NOBODY, files);
+        if (!s->fs || !loopd_fixture_start_daemon(f, args))
+                return FALSE;
+        s->fuse_img = loopd_fuse_path(s->fs, "disk.img");
+        s->other_img = loopd_fixture_make_image(f, "other.img", 1 << 20, OTHER, OTHER, 0600);
+        s->root_img = loopd_fixture_make_image(f, "root.img", 1 << 20, 0, 0, 0600);
+        s->nobody = hostile_spawn(f, NOBODY, NOBODY, NULL, 30);
+        s->other = hostile_spawn(f, OTHER, OTHER, NULL, 30);
+        return TRUE;
+}
+
 /* ---- stuck path helpers ---------------------------------------------------- */
 
 static void test_stuck_path_helpers_stay_counted(LoopdFixture *f, gconstpointer data) {
         static const char *const args[] = { "--open-timeout=2", NULL };
-        g_autoptr(HostileCaller) nobody = NULL, other = NULL;
-        g_autofree char *fuse_img = NULL, *other_img = NULL, *root_img = NULL;
+        g_auto(Scene) s = { 0 };
         g_autoptr(GArray) helpers = g_array_new(FALSE, FALSE, sizeof(pid_t));
         LoopdFootprint before, after;
-        LoopdFuse *fs;
         pid_t loopd;
         guint rounds = 3, per_round = 8, timeouts = 0, refused = 0;
         gint64 t0;
         int st;
 
         LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
-        fs = loopd_fixture_mount_fuse(f, NOBODY, NOBODY, fuse_files);
-        if (!fs)
-                return;
-        if (!loopd_fixture_start_daemon(f, args))
+        if (!scene_setup(f, &s, fuse_files, args))
                 return;
         /* Helpers outliving loopd (stuck in the kernel at its exit) become
          * ours, to reap, not init's. */
         g_assert_no_errno(prctl(PR_SET_CHILD_SUBREAPER, 1));
         loopd = loopd_fixture_daemon_pid(f);
-        fuse_img = loopd_fuse_path(fs, "disk.img");
-        other_img = loopd_fixture_make_image(f, "other.img", 1 << 20, OTHER, OTHER, 0600);
-        root_img = loopd_fixture_make_image(f, "root.img", 1 << 20, 0, 0, 0600);
-        nobody = hostile_spawn(f, NOBODY, NOBODY, NULL, 30);
-        other = hostile_spawn(f, OTHER, OTHER, NULL, 30);
         g_assert_true(loopd_footprint(loopd, &before));
         log_footprint("before", loopd);
 
-        loopd_fuse_hang(fs, LOOPD_FUSE_OPEN);
+        loopd_fuse_hang(s.fs, LOOPD_FUSE_OPEN);
         for (guint round = 0; round < rounds; round++) {
                 guint ids[32], round_timeouts = 0, round_refused = 0;
 
                 for (guint i = 0; i < per_round; i++) {
-                        g_autofree char *a = hostile_cmd(nobody, 10, "send-create-from-path %s read-only=b:true",
-                                                         fuse_img);
+                        g_autofree char *a = hostile_cmd(s.nobody, 10, "send-create-from-path %s read-only=b:true",
+                                                         s.fuse_img);
                         g_assert_true(g_str_has_prefix(a, "ok "));
                         ids[i] = (guint) g_ascii_strtoull(a + 3, NULL, 10);
                 }
                 /* The first round: four helpers go into the kernel and stay. */
                 if (round == 0)
                         for (guint i = 0; i < HELPERS_PER_UID; i++) {
-                                pid_t tid = loopd_fuse_wait_held(fs, LOOPD_FUSE_OPEN, 10);
+                                pid_t tid = loopd_fuse_wait_held(s.fs, LOOPD_FUSE_OPEN, 10);
                                 g_assert_cmpint(tid, >, 0);
                                 g_array_append_val(helpers, tid);
                         }
                 for (guint i = 0; i < per_round; i++) {
-                        g_autofree char *a = hostile_cmd(nobody, 30, "await %u 20", ids[i]);
+                        g_autofree char *a = hostile_cmd(s.nobody, 30, "await %u 20", ids[i]);
                         const char *e = hostile_error_name(a);
 
                         if (!e)
@@ -175,7 +195,7 @@ static void test_stuck_path_helpers_stay_counted(LoopdFixture *f, gconstpointer 
         g_assert_cmpuint(after.fds, <=, before.fds + HELPERS_PER_UID + 2);
         {
                 guint held = 0;
-                while (loopd_fuse_wait_held(fs, LOOPD_FUSE_OPEN, 0.5))
+                while (loopd_fuse_wait_held(s.fs, LOOPD_FUSE_OPEN, 0.5))
                         held++;
                 g_assert_cmpuint(held, ==, 0); /* no fifth helper ever opened it */
         }
@@ -185,8 +205,8 @@ static void test_stuck_path_helpers_stay_counted(LoopdFixture *f, gconstpointer 
         }
 
         /* Everyone else is served meanwhile, CreateFromPath included. */
-        assert_other_uid_served(f, other, other_img, TRUE);
-        assert_root_served(f, root_img, "4 of nobody's path helpers hang");
+        assert_other_uid_served(f, s.other, s.other_img, TRUE);
+        assert_root_served(f, s.root_img, "4 of nobody's path helpers hang");
 
         /* SIGTERM: loopd exits cleanly, and its name is free at once: the
          * stuck helpers hold nothing of loopd's but their own socket. */
@@ -202,10 +222,10 @@ static void test_stuck_path_helpers_stay_counted(LoopdFixture *f, gconstpointer 
                        elapsed_sec(t0) * 1000);
         for (guint i = 0; i < helpers->len; i++)
                 g_assert_cmpint(hostile_proc_state(g_array_index(helpers, pid_t, i)), ==, 'D');
-        assert_root_served(f, root_img, "the old loopd's helpers still hang");
+        assert_root_served(f, s.root_img, "the old loopd's helpers still hang");
 
         /* The file system answers: the helpers end, and are reaped. */
-        loopd_fuse_resume(fs);
+        loopd_fuse_resume(s.fs);
         for (guint i = 0; i < helpers->len; i++) {
                 pid_t h = g_array_index(helpers, pid_t, i);
                 g_assert_cmpint(waitpid(h, &st, 0), ==, h);
@@ -237,24 +257,22 @@ static pid_t wait_loopd_worker_held(LoopdFuse *fs, pid_t loopd, double sec) {
  * refresh) as @caller while GETATTR is withheld: it must wait in a loopd
  * worker, everyone else must be served, and the caller must get Timeout
  * from loopd after --kernel-timeout (3 s). */
-static void hang_one(LoopdFixture *f, LoopdFuse *fs, HostileCaller *caller, HostileCaller *other,
-                     const char *other_img, const char *root_img, const char *what, const char *cmd) {
+static void hang_one(LoopdFixture *f, const Scene *s, HostileCaller *caller, const char *what, const char *cmd) {
         pid_t loopd = loopd_fixture_daemon_pid(f), tid;
         g_autofree char *a = NULL;
         gint64 t0;
 
-        loopd_fuse_hang(fs, LOOPD_FUSE_GETATTR);
+        loopd_fuse_hang(s->fs, LOOPD_FUSE_GETATTR);
         t0 = g_get_monotonic_time();
         hostile_send(caller, "%s", cmd);
-        tid = wait_loopd_worker_held(fs, loopd, 5);
+        tid = wait_loopd_worker_held(s->fs, loopd, 5);
         if (!tid)
                 g_error("%s: no loopd thread asked the FUSE server for GETATTR within 5 s (is loopd's event loop "
                         "blocked? Ping: %s)",
                         what, root_ping_msec(f, 1000, NULL) >= 0 ? "answers" : "no answer");
         g_test_message("%s: loopd thread %d waits for GETATTR", what, (int) tid);
-        assert_root_served(f, root_img, what);
-        if (other)
-                assert_other_uid_served(f, other, other_img, FALSE);
+        assert_root_served(f, s->root_img, what);
+        assert_other_uid_served(f, s->other, s->other_img, FALSE);
 
         a = hostile_read(caller, 20);
         g_assert_nonnull(a);
@@ -263,87 +281,72 @@ static void hang_one(LoopdFixture *f, LoopdFuse *fs, HostileCaller *caller, Host
                 g_error("%s: succeeded while GETATTR was withheld", what);
         g_assert_cmpstr(hostile_error_name(a), ==, LOOPD_DBUS_ERROR_TIMEOUT);
         g_assert_cmpfloat(elapsed_sec(t0), <, 3 + HOSTILE_SCALED(3));
-        loopd_fuse_resume(fs);
+        loopd_fuse_resume(s->fs);
 }
 
 static void test_hung_getattr_blocks_only_its_caller(LoopdFixture *f, gconstpointer data) {
         static const char *const args[] = { "--kernel-timeout=3", NULL };
-        g_autoptr(HostileCaller) nobody = NULL, other = NULL;
-        g_autofree char *fuse_img = NULL, *other_img = NULL, *root_img = NULL, *a = NULL;
+        g_auto(Scene) s = { 0 };
+        g_autofree char *a = NULL;
         g_autofree char *losetup_dev = NULL;
         g_auto(HostileDevice) d = { 0 };
-        LoopdFuse *fs;
         gint64 t0;
         int st;
 
         LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
-        fs = loopd_fixture_mount_fuse(f, NOBODY, NOBODY, fuse_files);
-        if (!fs)
+        if (!scene_setup(f, &s, fuse_files, args))
                 return;
-        if (!loopd_fixture_start_daemon(f, args))
-                return;
-        fuse_img = loopd_fuse_path(fs, "disk.img");
-        other_img = loopd_fixture_make_image(f, "other.img", 1 << 20, OTHER, OTHER, 0600);
-        root_img = loopd_fixture_make_image(f, "root.img", 1 << 20, 0, 0, 0600);
-        nobody = hostile_spawn(f, NOBODY, NOBODY, NULL, 30);
-        other = hostile_spawn(f, OTHER, OTHER, NULL, 30);
 
         /* nobody's Create of its FUSE file, opened before GETATTR is
          * withheld (as a caller would have it open already). */
-        a = hostile_cmd(nobody, 10, "open %s rw", fuse_img);
+        a = hostile_cmd(s.nobody, 10, "open %s rw", s.fuse_img);
         g_assert_cmpstr(a, ==, "ok 0");
-        hang_one(f, fs, nobody, other, other_img, root_img, "nobody's Create of a FUSE file", "create @0 rw");
+        hang_one(f, &s, s.nobody, "nobody's Create of a FUSE file", "create @0 rw");
         /* Resumed: whatever the late job made is undone. */
-        for (int i = 0; i < 50 && loopd_fixture_count_loops(f) > 0; i++)
-                g_usleep(100000);
-        g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
+        g_assert_true(loopd_fixture_wait_no_loops(f, 5));
 
         /* The same as root: no backing check first, straight to
          * LOOP_CONFIGURE, on root's own reserve of threads. */
         {
                 g_autoptr(HostileCaller) root = hostile_spawn(f, 0, 0, NULL, 30);
-                g_autofree char *o = hostile_cmd(root, 10, "open %s rw", fuse_img);
+                g_autofree char *o = hostile_cmd(root, 10, "open %s rw", s.fuse_img);
                 g_assert_cmpstr(o, ==, "ok 0");
-                hang_one(f, fs, root, other, other_img, root_img, "root's Create of a FUSE file (LOOP_CONFIGURE)",
-                         "create @0 rw");
+                hang_one(f, &s, root, "root's Create of a FUSE file (LOOP_CONFIGURE)", "create @0 rw");
         }
-        for (int i = 0; i < 50 && loopd_fixture_count_loops(f) > 0; i++)
-                g_usleep(100000);
-        g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
+        g_assert_true(loopd_fixture_wait_no_loops(f, 5));
 
         /* RefreshSize of a FUSE-backed device: LOOP_SET_CAPACITY. */
         g_free(a);
-        a = hostile_cmd(nobody, 30, "create @0 rw");
+        a = hostile_cmd(s.nobody, 30, "create @0 rw");
         hostile_parse_device(a, &d);
         {
                 g_autofree char *cmd = g_strdup_printf("refresh %s", d.device);
-                hang_one(f, fs, nobody, other, other_img, root_img, "nobody's RefreshSize of a FUSE-backed device",
-                         cmd);
+                hang_one(f, &s, s.nobody, "nobody's RefreshSize of a FUSE-backed device", cmd);
         }
 
         /* At start: a FUSE-backed device made behind loopd's back (so its
          * identity is read by LOOP_GET_STATUS64) and nobody's own. */
-        losetup_dev = hostile_losetup(fuse_img, TRUE);
+        losetup_dev = hostile_losetup(s.fuse_img, TRUE);
         st = loopd_fixture_terminate_daemon(f);
         g_assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-        loopd_fuse_hang(fs, LOOPD_FUSE_GETATTR);
+        loopd_fuse_hang(s.fs, LOOPD_FUSE_GETATTR);
         t0 = g_get_monotonic_time();
         g_assert_true(loopd_fixture_start_daemon(f, args));
         g_test_message("with GETATTR withheld under %s and %s, loopd owned its name and was ready after %.0f ms",
                        losetup_dev, d.device, elapsed_sec(t0) * 1000);
         g_assert_cmpfloat(elapsed_sec(t0), <, HOSTILE_SCALED(5));
-        assert_root_served(f, root_img, "a device found at start hangs in GETATTR");
+        assert_root_served(f, s.root_img, "a device found at start hangs in GETATTR");
         {
                 g_autoptr(GVariant) owner = hostile_device_property(f, d.device, "OwnerUID");
                 g_assert_nonnull(owner);
                 g_assert_cmpuint(g_variant_get_uint32(owner), ==, NOBODY);
         }
-        loopd_fuse_resume(fs);
+        loopd_fuse_resume(s.fs);
 
         /* Both go: nobody's by its owner, the other by root (through loopd). */
         {
-                g_autofree char *c = hostile_cmd(nobody, 10, "close %u", d.slot);
-                g_autofree char *r = hostile_cmd(nobody, 30, "remove %s", d.device);
+                g_autofree char *c = hostile_cmd(s.nobody, 10, "close %u", d.slot);
+                g_autofree char *r = hostile_cmd(s.nobody, 30, "remove %s", d.device);
                 g_assert_cmpstr(c, ==, "ok");
                 g_assert_cmpstr(r, ==, "ok");
         }
@@ -356,9 +359,7 @@ static void test_hung_getattr_blocks_only_its_caller(LoopdFixture *f, gconstpoin
                 g_assert_nonnull(r);
         }
         /* A Remove the kernel deferred (a job still had it open) ends soon. */
-        for (int i = 0; i < 50 && loopd_fixture_count_loops(f) > 0; i++)
-                g_usleep(100000);
-        if (loopd_fixture_count_loops(f) > 0) {
+        if (!loopd_fixture_wait_no_loops(f, 5)) {
                 g_autoptr(GPtrArray) left = loopd_fixture_list_loops(f);
                 g_autofree char *who = hostile_node_holders(left->pdata[0]);
                 g_error("%s is still attached after its Remove: %s", (char *) left->pdata[0], who);
@@ -393,40 +394,31 @@ static void test_stuck_closes_hold_only_their_owners_threads(LoopdFixture *f, gc
         static const LoopdFuseFile big[] = { { "disk.img", 64 << 20, 0644 }, { NULL } };
         static const char *const args[] = { "--kernel-timeout=3", NULL };
         const guint devices = 24;
-        g_autoptr(HostileCaller) nobody = NULL, other = NULL;
-        g_autofree char *fuse_img = NULL, *other_img = NULL, *root_img = NULL, *a = NULL;
+        g_auto(Scene) s = { 0 };
+        g_autofree char *a = NULL;
         pid_t loopd;
         guint stuck = 0;
         gint64 t0;
-        LoopdFuse *fs;
 
         LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
-        fs = loopd_fixture_mount_fuse(f, NOBODY, NOBODY, big);
-        if (!fs)
-                return;
-        if (!loopd_fixture_start_daemon(f, args))
+        if (!scene_setup(f, &s, big, args))
                 return;
         loopd = loopd_fixture_daemon_pid(f);
-        fuse_img = loopd_fuse_path(fs, "disk.img");
-        other_img = loopd_fixture_make_image(f, "other.img", 1 << 20, OTHER, OTHER, 0600);
-        root_img = loopd_fixture_make_image(f, "root.img", 1 << 20, 0, 0, 0600);
-        nobody = hostile_spawn(f, NOBODY, NOBODY, NULL, 30);
-        other = hostile_spawn(f, OTHER, OTHER, NULL, 30);
 
-        a = hostile_cmd(nobody, 10, "open %s rw", fuse_img);
+        a = hostile_cmd(s.nobody, 10, "open %s rw", s.fuse_img);
         g_assert_cmpstr(a, ==, "ok 0");
         for (guint i = 0; i < devices; i++) {
-                g_autofree char *c = hostile_cmd(nobody, 30, "create @0 rw");
+                g_autofree char *c = hostile_cmd(s.nobody, 30, "create @0 rw");
                 g_assert_true(g_str_has_prefix(c, "ok "));
         }
 
         /* Dirty pages on each, a detach asked through nobody's own fd, and
          * its close: the keeper's close is the last, and it must write. */
-        loopd_fuse_hang(fs, LOOPD_FUSE_WRITE);
+        loopd_fuse_hang(s.fs, LOOPD_FUSE_WRITE);
         for (guint i = 0; i < devices; i++) {
-                g_autofree char *w = hostile_cmd(nobody, 10, "write %u 0 4096", i);
-                g_autofree char *x = hostile_cmd(nobody, 10, "clr-fd %u", i);
-                g_autofree char *c = hostile_cmd(nobody, 10, "close %u", i);
+                g_autofree char *w = hostile_cmd(s.nobody, 10, "write %u 0 4096", i);
+                g_autofree char *x = hostile_cmd(s.nobody, 10, "clr-fd %u", i);
+                g_autofree char *c = hostile_cmd(s.nobody, 10, "close %u", i);
                 g_assert_cmpstr(w, ==, "ok 4096");
                 g_assert_cmpstr(x, ==, "ok");
                 g_assert_cmpstr(c, ==, "ok");
@@ -440,8 +432,8 @@ static void test_stuck_closes_hold_only_their_owners_threads(LoopdFixture *f, gc
                        stuck);
 
         /* Root and another uid still get their kernel work done. */
-        assert_root_served(f, root_img, "loopd's closes of nobody's devices hang");
-        assert_other_uid_served(f, other, other_img, FALSE);
+        assert_root_served(f, s.root_img, "loopd's closes of nobody's devices hang");
+        assert_other_uid_served(f, s.other, s.other_img, FALSE);
         stuck = MAX(stuck, threads_in_d(loopd));
         g_test_message("bound: %d kernel jobs of a uid at a time, its cleanup included; figure: %u loopd threads "
                        "stuck",
@@ -449,10 +441,8 @@ static void test_stuck_closes_hold_only_their_owners_threads(LoopdFixture *f, gc
         g_assert_cmpuint(stuck, <=, KERNEL_PER_UID);
 
         /* The file system answers: every close ends, every device goes. */
-        loopd_fuse_resume(fs);
-        for (int i = 0; i < 100 && loopd_fixture_count_loops(f) > 0; i++)
-                g_usleep(100 * 1000);
-        g_assert_cmpuint(loopd_fixture_count_loops(f), ==, 0);
+        loopd_fuse_resume(s.fs);
+        g_assert_true(loopd_fixture_wait_no_loops(f, 10));
         g_assert_cmpuint(threads_in_d(loopd), ==, 0);
 }
 
