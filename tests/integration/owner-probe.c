@@ -50,33 +50,10 @@
 
 #include <systemd/sd-bus.h>
 
+#include "caller-output.h"
 #include "loopd-protocol.h"
 
 #define BLOCK 4096
-
-__attribute__((format(printf, 1, 2), noreturn)) static void local_error(const char *fmt, ...) {
-        va_list ap;
-
-        fputs("error local ", stdout);
-        va_start(ap, fmt);
-        vprintf(fmt, ap);
-        va_end(ap);
-        fputc('\n', stdout);
-        fflush(stdout);
-        exit(2);
-}
-
-__attribute__((noreturn)) static void bus_failed(const sd_bus_error *e, int r) {
-        if (sd_bus_error_is_set(e)) {
-                printf("error %s ", e->name);
-                for (const char *c = e->message ? e->message : ""; *c; c++)
-                        putchar(*c == '\n' ? ' ' : *c);
-                putchar('\n');
-                fflush(stdout);
-                exit(1);
-        }
-        local_error("call failed: %s", strerror(-r));
-}
 
 static const char *errno_name(int e) {
         switch (e) {
@@ -180,7 +157,7 @@ static int cmd_open(sd_bus *bus, const char *target, bool device_object, bool ro
                 local_error("building the call: %s", strerror(-r));
         r = sd_bus_call(bus, m, 0, &e, &reply);
         if (r < 0)
-                bus_failed(&e, r);
+                call_failed(&e, r);
         if (device_object)
                 r = sd_bus_message_read(reply, "h", &fd);
         else
@@ -290,7 +267,7 @@ static int cmd_managed(sd_bus *bus) {
         r = sd_bus_call_method(bus, LOOPD_BUS_NAME, LOOPD_MANAGER_PATH, "org.freedesktop.DBus.ObjectManager",
                                "GetManagedObjects", &e, &reply, "");
         if (r < 0)
-                bus_failed(&e, r);
+                call_failed(&e, r);
         r = sd_bus_message_enter_container(reply, 'a', "{oa{sa{sv}}}");
         while (r >= 0 && (r = sd_bus_message_enter_container(reply, 'e', "oa{sa{sv}}")) > 0) {
                 const char *obj;
@@ -331,7 +308,7 @@ static int cmd_props(sd_bus *bus, const char *obj) {
         r = sd_bus_call_method(bus, LOOPD_BUS_NAME, obj, "org.freedesktop.DBus.Properties", "GetAll", &e, &reply,
                                "s", LOOPD_DEVICE_INTERFACE);
         if (r < 0)
-                bus_failed(&e, r);
+                call_failed(&e, r);
         r = print_device(reply, obj);
         if (r < 0)
                 local_error("reading GetAll: %s", strerror(-r));

@@ -34,11 +34,10 @@
 
 #include <systemd/sd-bus.h>
 
+#include "caller-output.h"
 #include "loopd-protocol.h"
 
 
-#define EXIT_DBUS_ERROR 1
-#define EXIT_LOCAL_ERROR 2
 
 #define MAX_OPTS 64
 
@@ -73,18 +72,6 @@ static void closep(int *fd) {
                 close(*fd);
 }
 #define _cleanup_(f) __attribute__((cleanup(f)))
-
-__attribute__((format(printf, 1, 2), noreturn)) static void local_error(const char *fmt, ...) {
-        va_list ap;
-
-        fputs("error local ", stdout);
-        va_start(ap, fmt);
-        vprintf(fmt, ap);
-        va_end(ap);
-        fputc('\n', stdout);
-        fflush(stdout);
-        exit(EXIT_LOCAL_ERROR);
-}
 
 __attribute__((noreturn)) static void usage(const char *why) {
         fprintf(stderr,
@@ -265,21 +252,6 @@ static int new_call(sd_bus *bus, sd_bus_message **ret, const Args *a,
         if (r < 0)
                 return r;
         return sd_bus_message_set_allow_interactive_authorization(*ret, a->interactive);
-}
-
-/* Prints the outcome of a failed call and exits. */
-__attribute__((noreturn)) static void call_failed(const sd_bus_error *e, int r) {
-        if (sd_bus_error_is_set(e)) {
-                /* One line whatever the message holds: tests split on the
-                 * first two spaces. */
-                printf("error %s ", e->name);
-                for (const char *c = e->message ? e->message : ""; *c; c++)
-                        putchar(*c == '\n' ? ' ' : *c);
-                putchar('\n');
-                fflush(stdout);
-                exit(EXIT_DBUS_ERROR);
-        }
-        local_error("call failed: %s", strerror(-r));
 }
 
 /* Keeps whatever the caller must keep alive until stdin says stop. */
