@@ -272,6 +272,21 @@ char *file_block_hash(const char *path) {
         return g_strdup_printf("%016" G_GINT64_MODIFIER "x", h);
 }
 
+void create_as_nobody(LoopdFixture *f, const char *img, const char *opt, char **ret_obj, char **ret_dev) {
+        g_auto(LoopdRunResult) r = { 0 };
+
+        if (opt)
+                loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "create", img, "--opt", opt, NULL);
+        else
+                loopd_fixture_call_as(f, LOOPD_TEST_NOBODY, LOOPD_TEST_NOBODY, &r, "create", img, NULL);
+        if (r.status != 0)
+                g_error("create %s as nobody: %s%s", img, r.out, r.err);
+        if (ret_obj)
+                *ret_obj = g_strdup(r.fields[1]);
+        if (ret_dev)
+                *ret_dev = g_strdup(r.fields[2]);
+}
+
 char *make_marked_image(LoopdFixture *f, const char *name, guint64 size, uid_t uid) {
         char *path = loopd_fixture_make_image(f, name, size, uid, uid, 0600);
         guint32 block[1024];

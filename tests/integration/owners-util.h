@@ -75,6 +75,11 @@ char *file_block_hash(const char *path);
 /* An image of @size under f->image_dir owned by @uid:@uid 0600 whose first
  * 4096 bytes are random (so a hash names it). */
 char *make_marked_image(LoopdFixture *f, const char *name, guint64 size, uid_t uid);
+/* Create of @img as nobody through loopd-test-caller (with the option
+ * "KEY=T:VALUE" @opt, if given), which exits at once, closing the fd Create
+ * returned; it must succeed. The object path and device path, each where
+ * asked for (free them). */
+void create_as_nobody(LoopdFixture *f, const char *img, const char *opt, char **ret_obj, char **ret_dev);
 
 /* ---- the kernel --------------------------------------------------------- */
 

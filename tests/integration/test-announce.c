@@ -63,11 +63,10 @@ static void test_create_announced_once_as_the_users(LoopdFixture *f, gconstpoint
         for (guint i = 0; i < ROUNDS; i++) {
                 g_autofree char *name = g_strdup_printf("announce-%u.img", i);
                 g_autofree char *img = make_marked_image(f, name, 1 * MiB, NOBODY);
-                g_auto(LoopdRunResult) r = { 0 };
-                loopd_fixture_call_as(f, NOBODY, NOBODY, &r, "create", img, NULL);
-                if (r.status != 0)
-                        g_error("create %s as nobody: %s", img, r.out);
-                g_ptr_array_add(objs, g_strdup(r.fields[1]));
+                char *made = NULL;
+
+                create_as_nobody(f, img, NULL, &made, NULL);
+                g_ptr_array_add(objs, made);
         }
         spin(0.5);
         g_dbus_connection_signal_unsubscribe(f->bus, id);
@@ -104,11 +103,10 @@ static void test_owners_survive_restart(LoopdFixture *f, gconstpointer data) {
         for (guint i = 0; i < ROUNDS; i++) {
                 g_autofree char *name = g_strdup_printf("records-%u.img", i);
                 g_autofree char *img = make_marked_image(f, name, 1 * MiB, NOBODY);
-                g_auto(LoopdRunResult) r = { 0 };
-                loopd_fixture_call_as(f, NOBODY, NOBODY, &r, "create", img, NULL);
-                if (r.status != 0)
-                        g_error("create %s as nobody: %s", img, r.out);
-                g_ptr_array_add(devs, g_strdup(r.fields[2]));
+                char *made = NULL;
+
+                create_as_nobody(f, img, NULL, NULL, &made);
+                g_ptr_array_add(devs, made);
         }
         spin(0.5);
         loopd_fixture_stop_daemon(f);

@@ -69,19 +69,6 @@ static void open_as(LoopdFixture *f, uid_t uid, const char *name, gboolean devic
         g_error("Open %s as uid %u: exit %d: %s%s", name, (unsigned) uid, r.status, r.out, r.err);
 }
 
-static void create_as_nobody(LoopdFixture *f, const char *img, const char *opt, char **ret_obj, char **ret_dev) {
-        g_auto(LoopdRunResult) r = { 0 };
-
-        if (opt)
-                loopd_fixture_call_as(f, NOBODY, NOBODY, &r, "create", img, "--opt", opt, NULL);
-        else
-                loopd_fixture_call_as(f, NOBODY, NOBODY, &r, "create", img, NULL);
-        if (r.status != 0)
-                g_error("create %s as nobody: %s%s", img, r.out, r.err);
-        *ret_obj = g_strdup(r.fields[1]);
-        *ret_dev = g_strdup(r.fields[2]);
-}
-
 static void assert_opened(const Opened *o, const char *obj, const char *dev, const char *mode, const char *hash,
                           const char *what) {
         if (o->error)

@@ -63,16 +63,11 @@ static void dev_set(Dev *d, const char *obj, const char *path) {
 
 /* Create as nobody through loopd-test-caller, which exits at once (closing
  * the fd Create returned): the device stays, guarded unless autoclear. */
-static void create_as_nobody(LoopdFixture *f, const char *img, const char *opt, Dev *ret) {
-        g_auto(LoopdRunResult) r = { 0 };
+static void create_dev_as_nobody(LoopdFixture *f, const char *img, const char *opt, Dev *ret) {
+        g_autofree char *obj = NULL, *dev = NULL;
 
-        if (opt)
-                loopd_fixture_call_as(f, NOBODY, NOBODY, &r, "create", img, "--opt", opt, NULL);
-        else
-                loopd_fixture_call_as(f, NOBODY, NOBODY, &r, "create", img, NULL);
-        if (r.status != 0)
-                g_error("create %s as nobody: %s%s", img, r.out, r.err);
-        dev_set(ret, r.fields[1], r.fields[2]);
+        create_as_nobody(f, img, opt, &obj, &dev);
+        dev_set(ret, obj, dev);
 }
 
 /* The same, the caller staying connected with its fd (--hold). */
@@ -187,7 +182,7 @@ static void test_rw_device_through_remove(LoopdFixture *f, gconstpointer data) {
         if (!u)
                 return;
         img = make_marked_image(f, "owned.img", 8 * MiB, NOBODY);
-        create_as_nobody(f, img, NULL, &d);
+        create_dev_as_nobody(f, img, NULL, &d);
         udevd_settle(u);
         stage(f, "created (read-write device)", d.path, RW, NONE);
 
@@ -239,7 +234,7 @@ static void test_readonly_device(LoopdFixture *f, gconstpointer data) {
         if (!u)
                 return;
         img = make_marked_image(f, "owned-ro.img", 8 * MiB, NOBODY);
-        create_as_nobody(f, img, "read-only=b:true", &d);
+        create_dev_as_nobody(f, img, "read-only=b:true", &d);
         udevd_settle(u);
         g_assert_cmpuint(node_named_users(d.path, &uid, &perm, 1), ==, 1);
         g_assert_cmpuint(uid, ==, NOBODY);
@@ -279,7 +274,7 @@ static void test_remove_deferred(LoopdFixture *f, gconstpointer data) {
                 return;
         img = make_marked_image(f, "owned-held.img", 8 * MiB, NOBODY);
         hash = file_block_hash(img);
-        create_as_nobody(f, img, NULL, &d);
+        create_dev_as_nobody(f, img, NULL, &d);
         h = holder_new(NOBODY, d.path, FALSE);
         g_assert_cmpstr(holder_status(h), ==, "ok");
         {
@@ -342,7 +337,7 @@ static void test_losetup_detach_while_owner_holds(LoopdFixture *f, gconstpointer
         img = make_marked_image(f, "owned-losetup.img", 8 * MiB, NOBODY);
         hash = file_block_hash(img);
         expect = g_strconcat("ok ", hash, NULL);
-        create_as_nobody(f, img, NULL, &d);
+        create_dev_as_nobody(f, img, NULL, &d);
         udevd_settle(u);
         h = holder_new(NOBODY, d.path, FALSE);
         g_assert_cmpstr(holder_status(h), ==, "ok");
@@ -390,7 +385,7 @@ static void test_losetup_detach_unheld(LoopdFixture *f, gconstpointer data) {
         if (!u)
                 return;
         img = make_marked_image(f, "owned-losetup2.img", 8 * MiB, NOBODY);
-        create_as_nobody(f, img, NULL, &d);
+        create_dev_as_nobody(f, img, NULL, &d);
         udevd_settle(u);
         losetup_detach(d.path);
         t1 = now_us();
@@ -419,7 +414,7 @@ static void test_owner_clears_through_its_fd(LoopdFixture *f, gconstpointer data
         if (!u)
                 return;
         img = make_marked_image(f, "owned-clr.img", 8 * MiB, NOBODY);
-        create_as_nobody(f, img, NULL, &d);
+        create_dev_as_nobody(f, img, NULL, &d);
         udevd_settle(u);
         h = holder_new(NOBODY, d.path, FALSE);
         g_assert_cmpstr(holder_status(h), ==, "ok");
@@ -478,8 +473,8 @@ static void test_restart_reconciles(LoopdFixture *f, gconstpointer data) {
                 return;
         img = make_marked_image(f, "owned-restart.img", 8 * MiB, NOBODY);
         img2 = make_marked_image(f, "owned-restart2.img", 8 * MiB, NOBODY);
-        create_as_nobody(f, img, NULL, &d);
-        create_as_nobody(f, img2, NULL, &d2);
+        create_dev_as_nobody(f, img, NULL, &d);
+        create_dev_as_nobody(f, img2, NULL, &d2);
         stage(f, "restart: before", d.path, RW, NONE);
 
         loopd_fixture_stop_daemon(f);
@@ -527,7 +522,7 @@ static void test_kill9_and_restart(LoopdFixture *f, gconstpointer data) {
         if (!u)
                 return;
         img = make_marked_image(f, "owned-kill9.img", 8 * MiB, NOBODY);
-        create_as_nobody(f, img, NULL, &d);
+        create_dev_as_nobody(f, img, NULL, &d);
         stage(f, "kill -9: before", d.path, RW, NONE);
         loopd_fixture_kill_daemon(f);
         stage(f, "loopd killed (-9), not restarted yet", d.path, RW, NONE);
@@ -577,7 +572,7 @@ static void test_kill9_window_reused_node(LoopdFixture *f, gconstpointer data) {
         img = make_marked_image(f, "owned-window.img", 8 * MiB, NOBODY);
         rimg = make_marked_image(f, "root-window.img", 4 * MiB, 0);
         rhash = file_block_hash(rimg);
-        create_as_nobody(f, img, NULL, &d);
+        create_dev_as_nobody(f, img, NULL, &d);
         loopd_fixture_kill_daemon(f);
 
         /* The owner ends its own attachment while loopd is gone. */

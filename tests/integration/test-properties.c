@@ -60,17 +60,12 @@ static void losetup_root(const char *const *argv) {
 static void test_properties_follow_the_kernel(LoopdFixture *f, gconstpointer data) {
         g_autofree char *img = NULL, *obj = NULL, *dev = NULL, *v = NULL, *ready = NULL, *want = NULL;
         g_autoptr(LoopdCaller) watch = NULL;
-        g_auto(LoopdRunResult) r = { 0 };
         gint64 t;
         double took;
 
         LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
         img = make_marked_image(f, "props.img", 8 * MiB, NOBODY);
-        loopd_fixture_call_as(f, NOBODY, NOBODY, &r, "create", img, NULL);
-        if (r.status != 0)
-                g_error("create as nobody: %s", r.out);
-        obj = g_strdup(r.fields[1]);
-        dev = g_strdup(r.fields[2]);
+        create_as_nobody(f, img, NULL, &obj, &dev);
         watch = loopd_fixture_spawn_as(f, NOBODY, NOBODY,
                                        (const char *const[]) { owner_probe_binary(), "watch", obj, NULL });
         ready = loopd_caller_read_line(watch);
@@ -123,15 +118,12 @@ static void test_properties_follow_the_kernel(LoopdFixture *f, gconstpointer dat
 /* Get right after the unlink, before any poll: the read itself is fresh. */
 static void test_unlink_shows_on_the_next_get(LoopdFixture *f, gconstpointer data) {
         g_autofree char *img = NULL, *obj = NULL, *v = NULL, *want = NULL;
-        g_auto(LoopdRunResult) r = { 0 };
         g_auto(LoopdRunResult) p = { 0 };
         g_autofree char *hex = NULL;
 
         LOOPD_FIXTURE_RETURN_IF_SKIPPED(f);
         img = make_marked_image(f, "props-unlink.img", 4 * MiB, NOBODY);
-        loopd_fixture_call_as(f, NOBODY, NOBODY, &r, "create", img, NULL);
-        g_assert_cmpint(r.status, ==, 0);
-        obj = g_strdup(r.fields[1]);
+        create_as_nobody(f, img, NULL, &obj, NULL);
         v = get_as_nobody(f, obj, "BackingFileDeleted");
         g_assert_cmpstr(v, ==, "false");
         g_assert_cmpint(unlink(img), ==, 0);
