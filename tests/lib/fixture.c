@@ -1484,6 +1484,53 @@ guint loopd_fixture_count_loops(LoopdFixture *f) {
         return loops->len;
 }
 
+GArray *loopd_device_holders(const char *device) {
+        GArray *pids = g_array_new(FALSE, FALSE, sizeof(pid_t));
+        g_autoptr(GDir) proc = g_dir_open("/proc", 0, NULL);
+        struct stat want;
+        const char *name;
+
+        if (stat(device, &want) < 0 || !S_ISBLK(want.st_mode))
+                return pids;
+        while (proc && (name = g_dir_read_name(proc))) {
+                g_autofree char *fd_dir = NULL;
+                g_autoptr(GDir) fds = NULL;
+                const char *fd;
+
+                if (!g_ascii_isdigit(name[0]))
+                        continue;
+                fd_dir = g_build_filename("/proc", name, "fd", NULL);
+                fds = g_dir_open(fd_dir, 0, NULL);
+                while (fds && (fd = g_dir_read_name(fds))) {
+                        g_autofree char *link = g_build_filename(fd_dir, fd, NULL);
+                        g_autofree char *target = g_file_read_link(link, NULL);
+                        struct stat st;
+
+                        if (target && g_str_has_prefix(target, "/dev/") && stat(link, &st) == 0 &&
+                            S_ISBLK(st.st_mode) && st.st_rdev == want.st_rdev) {
+                                pid_t pid = (pid_t) g_ascii_strtoll(name, NULL, 10);
+                                g_array_append_val(pids, pid);
+                                break;
+                        }
+                }
+        }
+        return pids;
+}
+
+char *loopd_pids_text(const GArray *pids) {
+        GString *out = g_string_new(NULL);
+
+        for (guint i = 0; i < pids->len; i++) {
+                pid_t pid = g_array_index(pids, pid_t, i);
+                g_autofree char *comm_path = g_strdup_printf("/proc/%d/comm", (int) pid);
+                g_autofree char *comm = NULL;
+
+                (void) g_file_get_contents(comm_path, &comm, NULL, NULL);
+                g_string_append_printf(out, " %d(%s)", (int) pid, comm ? g_strstrip(comm) : "?");
+        }
+        return g_string_free(out, FALSE);
+}
+
 gboolean loopd_fixture_wait_no_loops(LoopdFixture *f, double timeout_sec) {
         gint64 deadline = fixture_deadline_after(timeout_sec);
 
@@ -1501,42 +1548,15 @@ guint loopd_fixture_detach_loops(LoopdFixture *f) {
 
 /* ---- setup and teardown -------------------------------------------------- */
 
-/* The processes that hold @dev open, as " pid N (comm)" each, into @who
- * when given; whether this process is the only one. */
-static gboolean held_by_us_only(const char *dev, GString *who) {
-        g_autoptr(GDir) proc = g_dir_open("/proc", 0, NULL);
-        g_autofree char *self = g_strdup_printf("%d", (int) getpid());
-        gboolean us = FALSE, others = FALSE;
-        const char *pid;
+/* Whether this process is the only one holding @dev open. */
+static gboolean held_by_us_only(const char *dev) {
+        g_autoptr(GArray) pids = loopd_device_holders(dev);
+        pid_t self = getpid();
 
-        while (proc && (pid = g_dir_read_name(proc))) {
-                g_autofree char *fds = NULL;
-                g_autoptr(GDir) dir = NULL;
-                const char *fd;
-
-                if (!g_ascii_isdigit(pid[0]))
-                        continue;
-                fds = g_build_filename("/proc", pid, "fd", NULL);
-                dir = g_dir_open(fds, 0, NULL);
-                while (dir && (fd = g_dir_read_name(dir))) {
-                        g_autofree char *link = g_build_filename(fds, fd, NULL);
-                        g_autofree char *target = g_file_read_link(link, NULL);
-                        if (g_strcmp0(target, dev) != 0)
-                                continue;
-                        if (strcmp(pid, self) == 0)
-                                us = TRUE;
-                        else
-                                others = TRUE;
-                        if (who) {
-                                g_autofree char *comm_path = g_build_filename("/proc", pid, "comm", NULL);
-                                g_autofree char *comm = NULL;
-                                (void) g_file_get_contents(comm_path, &comm, NULL, NULL);
-                                g_string_append_printf(who, " pid %s (%s)", pid, comm ? g_strstrip(comm) : "?");
-                        }
-                        break;
-                }
-        }
-        return us && !others;
+        for (guint i = 0; i < pids->len; i++)
+                if (g_array_index(pids, pid_t, i) != self)
+                        return FALSE;
+        return pids->len > 0;
 }
 
 /* Every loop device backed by a file under the test's directory is
@@ -1557,16 +1577,16 @@ static guint detach_loops_until_gone(LoopdFixture *f) {
                 /* One this test still holds itself goes at its close:
                  * the detach above set autoclear on it. */
                 for (guint i = left->len; i > 0; i--)
-                        if (held_by_us_only(left->pdata[i - 1], NULL))
+                        if (held_by_us_only(left->pdata[i - 1]))
                                 g_ptr_array_remove_index(left, i - 1);
                 if (left->len == 0)
                         return detached;
                 if (g_get_monotonic_time() >= deadline) {
                         for (guint i = 0; i < left->len; i++) {
-                                g_autoptr(GString) who = g_string_new(NULL);
-                                (void) held_by_us_only(left->pdata[i], who);
+                                g_autoptr(GArray) pids = loopd_device_holders(left->pdata[i]);
+                                g_autofree char *who = loopd_pids_text(pids);
                                 g_test_message("%s is still attached after teardown, held open by%s",
-                                               (char *) left->pdata[i], who->len ? who->str : " no process");
+                                               (char *) left->pdata[i], pids->len ? who : " no process");
                         }
                         fixture_fail("%u loop device(s) backed by files under %s outlived the test", left->len,
                                      f->tmpdir);

@@ -297,6 +297,12 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(LoopdCaller, loopd_caller_free)
  * sorted (from /sys/block/loop*\/loop/backing_file). */
 GPtrArray *loopd_fixture_list_loops(LoopdFixture *f);
 guint loopd_fixture_count_loops(LoopdFixture *f);
+/* The processes holding the block device @device ("/dev/loopN") open: a
+ * pid each (from /proc/PID/fd, by device number; only fds on /dev/ are
+ * looked at, so no file system a test hung is asked anything). */
+GArray *loopd_device_holders(const char *device);
+/* " PID(comm)" for each of @pids, "" for none (free it). */
+char *loopd_pids_text(const GArray *pids);
 /* Waits up to @timeout_sec (scaled) until none is left; whether none is. */
 gboolean loopd_fixture_wait_no_loops(LoopdFixture *f, double timeout_sec);
 /* LOOP_CLR_FD on each of them; returns how many. Teardown does this. */

@@ -228,39 +228,14 @@ GVariant *hostile_device_property(LoopdFixture *f, const char *device, const cha
 }
 
 char *hostile_node_holders(const char *device) {
-        GString *out = g_string_new(NULL);
         g_autofree char *ac_path = g_strdup_printf("/sys/block/%s/loop/autoclear", device + strlen("/dev/"));
         g_autofree char *ac = NULL;
-        g_autoptr(GDir) proc = g_dir_open("/proc", 0, NULL);
-        struct stat want;
-        const char *pid;
+        g_autoptr(GArray) pids = loopd_device_holders(device);
+        g_autofree char *who = loopd_pids_text(pids);
 
-        if (g_file_get_contents(ac_path, &ac, NULL, NULL))
-                g_string_append_printf(out, "autoclear=%s", g_strstrip(ac));
-        else
-                g_string_append(out, "not attached");
-        if (stat(device, &want) < 0)
-                return g_string_free(out, FALSE);
-        g_string_append(out, " held by");
-        while (proc && (pid = g_dir_read_name(proc))) {
-                g_autofree char *fd_dir = g_strdup_printf("/proc/%s/fd", pid);
-                g_autoptr(GDir) fds = NULL;
-                const char *fd;
-
-                if (!g_ascii_isdigit(pid[0]) || !(fds = g_dir_open(fd_dir, 0, NULL)))
-                        continue;
-                while ((fd = g_dir_read_name(fds))) {
-                        g_autofree char *p = g_build_filename(fd_dir, fd, NULL);
-                        struct stat st;
-                        if (stat(p, &st) == 0 && S_ISBLK(st.st_mode) && st.st_rdev == want.st_rdev) {
-                                g_autofree char *comm_path = g_strdup_printf("/proc/%s/comm", pid);
-                                g_autofree char *comm = NULL;
-                                (void) g_file_get_contents(comm_path, &comm, NULL, NULL);
-                                g_string_append_printf(out, " %s(%s)", pid, comm ? g_strstrip(comm) : "?");
-                        }
-                }
-        }
-        return g_string_free(out, FALSE);
+        if (!g_file_get_contents(ac_path, &ac, NULL, NULL))
+                return g_strdup_printf("not attached held by%s", who);
+        return g_strdup_printf("autoclear=%s held by%s", g_strstrip(ac), who);
 }
 
 char hostile_proc_state(pid_t pid) {
