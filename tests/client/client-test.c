@@ -52,17 +52,11 @@ const char *client_loopctl(void) {
 }
 
 void client_loopctl_as(LoopdFixture *f, uid_t uid, LoopdRunResult *r, ...) {
-        g_autoptr(GPtrArray) argv = g_ptr_array_new();
-        const char *a;
         va_list ap;
 
-        g_ptr_array_add(argv, (char *) client_loopctl());
         va_start(ap, r);
-        while ((a = va_arg(ap, const char *)))
-                g_ptr_array_add(argv, (char *) a);
+        loopd_fixture_run_program_as_valist(f, uid, uid, r, client_loopctl(), ap);
         va_end(ap);
-        g_ptr_array_add(argv, NULL);
-        loopd_fixture_run_as(f, uid, uid, (const char *const *) argv->pdata, r);
 }
 
 void client_loopctl_argv_as(LoopdFixture *f, uid_t uid, LoopdRunResult *r, const char *const *args) {

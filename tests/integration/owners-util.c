@@ -32,17 +32,11 @@ static double scaled(double sec) {
 /* ---- what a uid can do -------------------------------------------------- */
 
 void probe_as(LoopdFixture *f, uid_t uid, LoopdRunResult *r, ...) {
-        g_autoptr(GPtrArray) argv = g_ptr_array_new();
         va_list ap;
-        const char *a;
 
-        g_ptr_array_add(argv, (char *) owner_probe_binary());
         va_start(ap, r);
-        while ((a = va_arg(ap, const char *)))
-                g_ptr_array_add(argv, (char *) a);
+        loopd_fixture_run_program_as_valist(f, uid, uid, r, owner_probe_binary(), ap);
         va_end(ap);
-        g_ptr_array_add(argv, NULL);
-        loopd_fixture_run_as(f, uid, uid, (const char *const *) argv->pdata, r);
 }
 
 NodeAccess probe_node(LoopdFixture *f, uid_t uid, const char *dev) {

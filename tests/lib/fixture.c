@@ -1332,25 +1332,31 @@ const char *loopd_fixture_test_caller(void) {
         return p;
 }
 
-static GPtrArray *caller_argv(va_list ap) {
+/* @program, then the NULL-terminated arguments of @ap. */
+static GPtrArray *program_argv(const char *program, va_list ap) {
         GPtrArray *a = g_ptr_array_new();
         const char *arg;
 
-        g_ptr_array_add(a, (gpointer) loopd_fixture_test_caller());
+        g_ptr_array_add(a, (gpointer) program);
         while ((arg = va_arg(ap, const char *)))
                 g_ptr_array_add(a, (gpointer) arg);
         g_ptr_array_add(a, NULL);
         return a;
 }
 
+void loopd_fixture_run_program_as_valist(LoopdFixture *f, uid_t uid, gid_t gid, LoopdRunResult *r,
+                                         const char *program, va_list ap) {
+        g_autoptr(GPtrArray) a = program_argv(program, ap);
+
+        loopd_fixture_run_as(f, uid, gid, (const char *const *) a->pdata, r);
+}
+
 void loopd_fixture_call_as(LoopdFixture *f, uid_t uid, gid_t gid, LoopdRunResult *r, ...) {
-        g_autoptr(GPtrArray) a = NULL;
         va_list ap;
 
         va_start(ap, r);
-        a = caller_argv(ap);
+        loopd_fixture_run_program_as_valist(f, uid, gid, r, loopd_fixture_test_caller(), ap);
         va_end(ap);
-        loopd_fixture_run_as(f, uid, gid, (const char *const *) a->pdata, r);
 }
 
 LoopdCaller *loopd_fixture_spawn_as(LoopdFixture *f, uid_t uid, gid_t gid, const char *const *argv) {
@@ -1375,7 +1381,7 @@ LoopdCaller *loopd_fixture_spawn_caller_as(LoopdFixture *f, uid_t uid, gid_t gid
         va_list ap;
 
         va_start(ap, gid);
-        a = caller_argv(ap);
+        a = program_argv(loopd_fixture_test_caller(), ap);
         va_end(ap);
         return loopd_fixture_spawn_as(f, uid, gid, (const char *const *) a->pdata);
 }

@@ -64,6 +64,7 @@
  * caches that singleton across fixtures.
  */
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -267,6 +268,10 @@ void loopd_fixture_run_as(LoopdFixture *f, uid_t uid, gid_t gid,
  * (NULL: /dev/null). */
 void loopd_fixture_run_as_full(LoopdFixture *f, uid_t uid, gid_t gid, const char *groups,
                                const char *stdin_text, const char *const *argv, LoopdRunResult *r);
+/* Runs @program as @uid:@gid with the NULL-terminated arguments of @ap:
+ * for a test's own variadic wrapper of a helper program. */
+void loopd_fixture_run_program_as_valist(LoopdFixture *f, uid_t uid, gid_t gid, LoopdRunResult *r,
+                                         const char *program, va_list ap);
 /* Runs loopd-test-caller as @uid:@gid with the arguments after @r,
  * NULL-terminated: loopd_fixture_call_as(f, 65534, 65534, &r, "create", img, NULL). */
 void loopd_fixture_call_as(LoopdFixture *f, uid_t uid, gid_t gid, LoopdRunResult *r, ...) G_GNUC_NULL_TERMINATED;
