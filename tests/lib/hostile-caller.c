@@ -67,6 +67,7 @@
 
 #include <systemd/sd-bus.h>
 
+#include "caller-output.h"
 #include "loopd-protocol.h"
 
 #define MAX_SLOTS 1024
@@ -112,13 +113,9 @@ static void say_errno(int e, const char *what) {
 }
 
 static void say_bus_error(const sd_bus_error *e, int r) {
-        if (sd_bus_error_is_set(e)) {
-                printf("error %s ", e->name);
-                for (const char *c = e->message ? e->message : ""; *c; c++)
-                        putchar(*c == '\n' ? ' ' : *c);
-                putchar('\n');
-                fflush(stdout);
-        } else
+        if (sd_bus_error_is_set(e))
+                print_bus_error(e);
+        else
                 say_errno(-r, "call");
 }
 
