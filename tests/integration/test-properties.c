@@ -35,6 +35,16 @@ static char *get_as_nobody(LoopdFixture *f, const char *obj, const char *prop) {
         return g_strdup(g_strchomp(r.out + 3));
 }
 
+/* After @img was unlinked: Get, as nobody, shows the kernel's mark. */
+static void assert_shows_deleted(LoopdFixture *f, const char *obj, const char *img) {
+        g_autofree char *want = g_strconcat(img, " (deleted)", NULL);
+        g_autofree char *name = get_as_nobody(f, obj, "BackingFile");
+        g_autofree char *deleted = get_as_nobody(f, obj, "BackingFileDeleted");
+
+        g_assert_cmpstr(name, ==, want);
+        g_assert_cmpstr(deleted, ==, "true");
+}
+
 /* Waits for a PropertiesChanged line of the watcher carrying @token
  * ("DirectIO=true"); returns the seconds it took since @since. */
 static double wait_changed(LoopdCaller *watch, const char *token, gint64 since) {
@@ -58,7 +68,7 @@ static void losetup_root(const char *const *argv) {
 }
 
 static void test_properties_follow_the_kernel(LoopdFixture *f, gconstpointer data) {
-        g_autofree char *img = NULL, *obj = NULL, *dev = NULL, *v = NULL, *ready = NULL, *want = NULL;
+        g_autofree char *img = NULL, *obj = NULL, *dev = NULL, *v = NULL, *ready = NULL;
         g_autoptr(LoopdCaller) watch = NULL;
         gint64 t;
         double took;
@@ -106,18 +116,12 @@ static void test_properties_follow_the_kernel(LoopdFixture *f, gconstpointer dat
         took = wait_changed(watch, "BackingFileDeleted=true", t);
         g_test_message("unlink: PropertiesChanged after %.3f s (no Get: loopd's poll)", took);
         g_assert_cmpfloat(took, <, (POLL_SEC + 1.5) * loopd_test_timeout_scale());
-        g_clear_pointer(&v, g_free);
-        v = get_as_nobody(f, obj, "BackingFile");
-        want = g_strconcat(img, " (deleted)", NULL);
-        g_assert_cmpstr(v, ==, want);
-        g_clear_pointer(&v, g_free);
-        v = get_as_nobody(f, obj, "BackingFileDeleted");
-        g_assert_cmpstr(v, ==, "true");
+        assert_shows_deleted(f, obj, img);
 }
 
 /* Get right after the unlink, before any poll: the read itself is fresh. */
 static void test_unlink_shows_on_the_next_get(LoopdFixture *f, gconstpointer data) {
-        g_autofree char *img = NULL, *obj = NULL, *v = NULL, *want = NULL;
+        g_autofree char *img = NULL, *obj = NULL, *v = NULL;
         g_auto(LoopdRunResult) p = { 0 };
         g_autofree char *hex = NULL;
 
@@ -127,13 +131,7 @@ static void test_unlink_shows_on_the_next_get(LoopdFixture *f, gconstpointer dat
         v = get_as_nobody(f, obj, "BackingFileDeleted");
         g_assert_cmpstr(v, ==, "false");
         g_assert_cmpint(unlink(img), ==, 0);
-        g_clear_pointer(&v, g_free);
-        v = get_as_nobody(f, obj, "BackingFile");
-        want = g_strconcat(img, " (deleted)", NULL);
-        g_assert_cmpstr(v, ==, want);
-        g_clear_pointer(&v, g_free);
-        v = get_as_nobody(f, obj, "BackingFileDeleted");
-        g_assert_cmpstr(v, ==, "true");
+        assert_shows_deleted(f, obj, img);
         /* The bytes stay the name, without the mark. */
         probe_as(f, NOBODY, &p, "props", obj, NULL);
         g_assert_cmpint(p.status, ==, 0);
