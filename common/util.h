@@ -60,7 +60,6 @@ static inline void closep(int *fd) {
                         f(*p);                          \
         }
 
-/* errno of the last failed libc call, as a negative number, never 0. */
 /* CLOCK_MONOTONIC in µs, the clock of every deadline and age in loopd. */
 static inline uint64_t now_usec(void) {
         struct timespec ts;
@@ -68,6 +67,21 @@ static inline uint64_t now_usec(void) {
         return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
 }
 
+/* CLOCK_REALTIME @usec from now: the absolute time that
+ * pthread_cond_timedwait() and pthread_mutex_timedlock() take. */
+static inline struct timespec realtime_after_usec(uint64_t usec) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += (time_t) (usec / 1000000);
+        ts.tv_nsec += (long) (usec % 1000000) * 1000;
+        if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+        }
+        return ts;
+}
+
+/* errno of the last failed libc call, as a negative number, never 0. */
 static inline int negative_errno(void) {
         return errno > 0 ? -errno : -EIO;
 }

@@ -186,13 +186,7 @@ static void create_run(void *data) {
                 j->r = j->r == -ENOMEM || j->r == -EINVAL ? j->r : DEVICES_ERROR_STATE_DIR;
                 return;
         }
-        struct timespec until;
-        (void) clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += CREATE_LOCK_WAIT_USEC * 1000L;
-        if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = realtime_after_usec(CREATE_LOCK_WAIT_USEC);
         bool locked = pthread_mutex_timedlock(&j->ds->create_lock, &until) == 0;
         j->r = loop_device_create_checked(j->ds->control_fd, j->backing_fd, &j->config, flags, create_claim, j,
                                           &ld);

@@ -125,13 +125,10 @@ static void *worker(void *arg) {
                 Job *j = take_job(p);
 
                 if (!j) {
-                        struct timespec until;
-
                         if (p->stopping)
                                 break;
                         /* Idle threads beyond the warm ones leave after a while. */
-                        clock_gettime(CLOCK_REALTIME, &until);
-                        until.tv_sec += 10;
+                        struct timespec until = realtime_after_usec(10 * 1000000ULL);
                         p->n_idle++;
                         int r = pthread_cond_timedwait(&p->cond, &p->lock, &until);
                         p->n_idle--;
@@ -379,13 +376,7 @@ JobPool *job_pool_free(JobPool *p, uint64_t wait_usec) {
         p->root_tail = p->tail = NULL;
         p->n_queued = 0;
         pthread_cond_broadcast(&p->cond);
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += (time_t) (wait_usec / 1000000);
-        until.tv_nsec += (long) (wait_usec % 1000000) * 1000;
-        if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-        }
+        until = realtime_after_usec(wait_usec);
         /* Idle threads leave at once; running ones once their job returns. */
         while (p->n_threads > 0 && pthread_cond_timedwait(&p->all_idle, &p->lock, &until) == 0)
                 ;

@@ -61,7 +61,7 @@ static void rebalance(NodePool *p) {
 
 /* Kicks within this window are served by one rebalance: a rebalance reads
  * every node's sysfs, and a create/remove storm kicks on every call. */
-#define REBALANCE_DELAY_NSEC (200 * 1000 * 1000L)
+#define REBALANCE_DELAY_USEC (200 * 1000)
 
 static void *worker(void *arg) {
         NodePool *p = arg;
@@ -73,12 +73,7 @@ static void *worker(void *arg) {
                 while (!p->kicked && !p->stopping)
                         pthread_cond_wait(&p->cond, &p->lock);
                 /* Let the burst that kicked us settle first. */
-                clock_gettime(CLOCK_REALTIME, &until);
-                until.tv_nsec += REBALANCE_DELAY_NSEC;
-                if (until.tv_nsec >= 1000000000L) {
-                        until.tv_sec++;
-                        until.tv_nsec -= 1000000000L;
-                }
+                until = realtime_after_usec(REBALANCE_DELAY_USEC);
                 while (!p->stopping && pthread_cond_timedwait(&p->cond, &p->lock, &until) == 0)
                         ;
                 if (p->stopping) {
