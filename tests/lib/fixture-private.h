@@ -68,6 +68,10 @@ void fixture_kill_child(pid_t pid);
 void fixture_track_pid(LoopdFixture *f, pid_t pid, gboolean is_child);
 void fixture_untrack_pid(LoopdFixture *f, pid_t pid);
 
+/* `setpriv` running @argv as @uid:@gid with supplementary @groups ("100,101";
+ * NULL: none) and PR_SET_PDEATHSIG (the uid change clears it), as a
+ * NULL-terminated argv that owns its strings. */
+GPtrArray *fixture_setpriv_argv(uid_t uid, gid_t gid, const char *groups, const char *const *argv);
 /* The environment of every child: the fixture's bus, nothing of systemd's. */
 char **fixture_base_env(LoopdFixture *f);
 /* Spawns @argv with PR_SET_PDEATHSIG and @env. Its stdout goes to our stderr

@@ -1223,7 +1223,7 @@ void loopd_run_result_clear(LoopdRunResult *r) {
         r->status = 0;
 }
 
-static GPtrArray *setpriv_argv(uid_t uid, gid_t gid, const char *groups, const char *const *argv) {
+GPtrArray *fixture_setpriv_argv(uid_t uid, gid_t gid, const char *groups, const char *const *argv) {
         GPtrArray *a = g_ptr_array_new_with_free_func(g_free);
 
         g_ptr_array_add(a, g_strdup("setpriv"));
@@ -1241,7 +1241,7 @@ static GPtrArray *setpriv_argv(uid_t uid, gid_t gid, const char *groups, const c
 
 void loopd_fixture_run_as_full(LoopdFixture *f, uid_t uid, gid_t gid, const char *groups, const char *stdin_text,
                                const char *const *argv, LoopdRunResult *r) {
-        g_autoptr(GPtrArray) a = setpriv_argv(uid, gid, groups, argv);
+        g_autoptr(GPtrArray) a = fixture_setpriv_argv(uid, gid, groups, argv);
         g_autoptr(GError) error = NULL;
         g_auto(GStrv) env = fixture_base_env(f);
         GString *out = g_string_new(NULL), *err = g_string_new(NULL);
@@ -1360,7 +1360,7 @@ void loopd_fixture_call_as(LoopdFixture *f, uid_t uid, gid_t gid, LoopdRunResult
 }
 
 LoopdCaller *loopd_fixture_spawn_as(LoopdFixture *f, uid_t uid, gid_t gid, const char *const *argv) {
-        g_autoptr(GPtrArray) a = setpriv_argv(uid, gid, NULL, argv);
+        g_autoptr(GPtrArray) a = fixture_setpriv_argv(uid, gid, NULL, argv);
         g_autoptr(GError) error = NULL;
         g_auto(GStrv) env = fixture_base_env(f);
         LoopdCaller *c = g_new0(LoopdCaller, 1);

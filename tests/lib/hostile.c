@@ -117,24 +117,20 @@ HostileCaller *hostile_spawn(LoopdFixture *f, uid_t uid, gid_t gid, const char *
 
 HostileCaller *hostile_spawn_wrapped(LoopdFixture *f, uid_t uid, gid_t gid, const char *groups,
                                      const char *const *wrapper, double timeout_sec) {
-        g_autoptr(GPtrArray) a = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(GPtrArray) cmd = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(GPtrArray) a = NULL;
         g_autoptr(GError) error = NULL;
         g_auto(GStrv) env = fixture_base_env(f);
         g_autofree char *ready = NULL;
         HostileCaller *h = g_new0(HostileCaller, 1);
 
-        g_ptr_array_add(a, g_strdup("setpriv"));
-        g_ptr_array_add(a, g_strdup_printf("--reuid=%u", (unsigned) uid));
-        g_ptr_array_add(a, g_strdup_printf("--regid=%u", (unsigned) gid));
-        g_ptr_array_add(a, groups ? g_strconcat("--groups=", groups, NULL) : g_strdup("--clear-groups"));
-        g_ptr_array_add(a, g_strdup("--pdeathsig=KILL"));
-        g_ptr_array_add(a, g_strdup("--"));
         for (; wrapper && *wrapper; wrapper++)
-                g_ptr_array_add(a, g_strdup(*wrapper));
-        g_ptr_array_add(a, g_strdup(hostile_binary()));
+                g_ptr_array_add(cmd, g_strdup(*wrapper));
+        g_ptr_array_add(cmd, g_strdup(hostile_binary()));
         if (timeout_sec > 0)
-                g_ptr_array_add(a, g_strdup_printf("--timeout=%g", HOSTILE_SCALED(timeout_sec)));
-        g_ptr_array_add(a, NULL);
+                g_ptr_array_add(cmd, g_strdup_printf("--timeout=%g", HOSTILE_SCALED(timeout_sec)));
+        g_ptr_array_add(cmd, NULL);
+        a = fixture_setpriv_argv(uid, gid, groups, (const char *const *) cmd->pdata);
 
         h->f = f;
         h->in_fd = h->out_fd = -1;
